@@ -1,0 +1,229 @@
+"""The generic timm-style contract every registered RenseNet variant must meet, plus block-level checks."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import rensenet  # noqa: F401  (registers the variants)
+from rensenet.models import (
+    BLOCK_VARIANTS,
+    EdgeConservativeModule,
+    RenseBlock,
+    RenseNet,
+    RenseNetLoss,
+    RenseNetOutput,
+    Transition,
+    pooling_residual,
+)
+
+VARIANTS = timm.list_models("rensenet_*")
+SIZES = [(48, 48), (64, 64), (97, 75)]
+
+
+def test_variants_are_registered() -> None:
+    assert set(VARIANTS) >= {"rensenet_s", "rensenet_m"}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_forward_shapes_and_finite(name: str, in_chans: int, batch: int) -> None:
+    model = timm.create_model(name, num_classes=3, in_chans=in_chans)
+    model.train(batch > 1)  # batch-1 BN statistics are degenerate in train mode, as in any CNN
+    for size in SIZES:
+        x = torch.randn(batch, in_chans, *size)
+        out = model.forward_heads(x)
+        for logits in out:
+            assert logits is not None and logits.shape == (batch, 3)
+            assert torch.isfinite(logits).all()
+        assert torch.equal(model(x), out.fused) or model.training  # dropout-free: same fused logits in eval
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("ecm", [True, False])
+def test_backward_reaches_every_parameter(name: str, ecm: bool) -> None:
+    model = timm.create_model(name, num_classes=2, in_chans=1, ecm=ecm)
+    x, y = torch.randn(3, 1, 64, 64), torch.tensor([0, 1, 1])
+    RenseNetLoss()(model.forward_heads(x), y).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, f"no gradient reaches {missing}"
+    assert ("ecm" in {n.split(".")[0] for n, _ in model.named_parameters()}) == ecm
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_features_only_matches_feature_info(name: str) -> None:
+    model = timm.create_model(name, in_chans=1)
+    features = timm.create_model(name, in_chans=1, features_only=True).eval()
+    assert features.feature_info.channels() == [f["num_chs"] for f in model.feature_info]
+    x = torch.randn(2, 1, 64, 64)
+    outs = features(x)
+    assert [o.shape[1] for o in outs] == features.feature_info.channels()
+    assert [64 // o.shape[-1] for o in outs] == features.feature_info.reduction()
+    assert features.feature_info.module_name()[-1] == "fusion"
+    no_ecm = timm.create_model(name, in_chans=1, ecm=False, features_only=True, out_indices=(1, 3))
+    assert [o.shape[1] for o in no_ecm(x)] == no_ecm.feature_info.channels() == [
+        model.feature_info[1]["num_chs"], model.feature_info[3]["num_chs"]]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_reset_classifier_zero_gives_pooled_features(name: str) -> None:
+    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
+    x = torch.randn(2, 1, 48, 48)
+    pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert pooled.shape == (2, model.num_features)
+    assert torch.allclose(pooled, model.forward_features(x).mean(dim=(2, 3)), atol=1e-6)
+    model.reset_classifier(0)
+    assert torch.allclose(model(x), pooled, atol=1e-6)
+    model.reset_classifier(5)
+    assert model(x).shape == (2, 5) and model.forward_heads(x).ecm.shape == (2, 5)
+    assert model.get_classifier().out_features == 5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_eval_is_deterministic_and_compiles(name: str) -> None:
+    """torch.compile(fullgraph=True) is the supported path: Dynamo must capture forward as one graph (no graph
+    breaks). The aot_eager backend checks exactly that in seconds; inductor compiles the same graph but its CPU
+    code generation takes over a minute, too slow for the suite. TorchScript (deprecated in torch 2.14 but still
+    used for deployment) is checked too, since it proves forward has no Python-only control flow."""
+    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
+    x = torch.randn(2, 1, 97, 75)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.script(model)(x)
+    assert torch.equal(a, b)
+    assert torch.allclose(a, compiled, atol=1e-5)
+    assert torch.allclose(a, scripted, atol=1e-5)
+
+
+def test_default_cfg_and_sizes() -> None:
+    model = timm.create_model("rensenet_s", num_classes=2, in_chans=1)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 410_000) / 410_000 < 0.10, n  # the prototype's size with ECM, 2 classes
+    backbone = timm.create_model("rensenet_s", num_classes=2, in_chans=1, ecm=False)
+    assert 120_000 < sum(p.numel() for p in backbone.parameters()) < 150_000
+    assert backbone.ecm is None and backbone.forward_heads(torch.randn(2, 1, 48, 48)).ecm is None
+    assert model.pretrained_cfg["input_size"] == (1, 64, 64) and model.in_chans == 1
+    assert model.default_cam_layer == "fusion" and backbone.default_cam_layer == "stages.3"
+
+
+def test_bad_input_and_arguments_fail_clearly() -> None:
+    model = timm.create_model("rensenet_s", in_chans=1)
+    with pytest.raises(ValueError, match=r"expects input of shape \(batch, 1"):
+        model(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("rensenet_s", pretrained=True)
+    with pytest.raises(ValueError, match="unknown Rense block variant"):
+        RenseNet(block="resnet")
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        RenseNet(grow_rate=4)
+
+
+def test_volumes_with_spatial_dims_3() -> None:
+    model = RenseNet(in_chans=1, num_classes=2, growth_rate=4, block_config=(1, 1, 1), spatial_dims=3)
+    out = model.forward_heads(torch.randn(2, 1, 32, 24, 20))
+    assert out.fused.shape == out.ecm.shape == (2, 2)
+    RenseNetLoss()(out, torch.tensor([0, 1])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# --- Edge Conservative Module ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_pooling_residual_of_constant_map_is_zero(mode: str) -> None:
+    f = torch.full((1, 3, 8, 10), 2.5)
+    assert torch.equal(pooling_residual(f, mode), torch.zeros_like(f))
+
+
+def test_pooling_residual_nearest_is_zero_on_2x2_constant_blocks_bilinear_is_not() -> None:
+    blocks = torch.randn(1, 2, 4, 5)
+    f = blocks.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 8 x 10, constant on each 2x2 block
+    assert torch.allclose(pooling_residual(f, "nearest"), torch.zeros_like(f), atol=1e-6)
+    assert pooling_residual(f, "bilinear").abs().max() > 0.01  # bilinear up2 blends neighbouring blocks
+
+
+def test_pooling_residual_of_single_bright_pixel_by_hand() -> None:
+    v = 4.0
+    f = torch.zeros(1, 1, 4, 4)
+    f[0, 0, 1, 1] = v
+    # avgpool2 -> [[v/4, 0], [0, 0]] = [[1, 0], [0, 0]].
+    # nearest up2 puts 1 on the top-left 2x2 block: B = 1 there, except |4 - 1| = 3 at the bright pixel.
+    expected_nearest = torch.tensor([[1, 1, 0, 0], [1, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float)
+    assert torch.allclose(pooling_residual(f, "nearest")[0, 0], expected_nearest)
+    # bilinear up2 (align_corners=False) samples source position (i + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25,
+    # clamped at the edges, so the weight of source cell 0 along each axis is w = [1, 0.75, 0.25, 0]
+    # and up2 = 1 * w[r] * w[c].
+    w = [1.0, 0.75, 0.25, 0.0]
+    expected = torch.tensor([[w[r] * w[c] for c in range(4)] for r in range(4)])
+    expected[1, 1] = v - 0.75 * 0.75  # 4 - 0.5625 = 3.4375
+    assert torch.allclose(pooling_residual(f, "bilinear")[0, 0], expected)
+    assert math.isclose(pooling_residual(f, "bilinear")[0, 0, 1, 1].item(), 3.4375)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (9, 4), (3, 3)])
+def test_pooling_residual_odd_sizes_align(shape: tuple) -> None:
+    h, w = shape
+    blocks = torch.randn(1, 2, (h + 1) // 2, (w + 1) // 2)
+    f = blocks.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., :h, :w]
+    assert pooling_residual(f, "bilinear").shape == f.shape
+    # the last, partial row/column is pooled over the pixels it has, so a block-constant map still gives B = 0
+    assert torch.allclose(pooling_residual(f, "nearest"), torch.zeros_like(f), atol=1e-6)
+
+
+def test_ecm_output_matches_backbone_resolution_and_channels() -> None:
+    ecm = EdgeConservativeModule([8, 12, 16])
+    maps = [torch.randn(2, 8, 49, 38), torch.randn(2, 12, 25, 19), torch.randn(2, 16, 13, 10)]
+    assert ecm(maps).shape == (2, 16, 7, 5)
+    assert ecm.stages[0].compress is None and ecm.stages[1].compress.conv.in_channels == 8 + 12
+    with pytest.raises(ValueError, match="3 stages but got 2"):
+        ecm(maps[:2])
+
+
+def test_transition_returns_pre_pool_map_without_state() -> None:
+    t = Transition(10, 5)
+    x = torch.randn(2, 10, 9, 8)
+    pooled, pre_pool = t(x)
+    assert pre_pool.shape == (2, 5, 9, 8) and pooled.shape == (2, 5, 5, 4)
+    assert torch.allclose(pooled[..., :4, :], F.avg_pool2d(pre_pool[..., :8, :], 2))
+    assert not any(isinstance(v, torch.Tensor) for v in vars(t).values())
+
+
+# --- Rense blocks and loss ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", BLOCK_VARIANTS)
+def test_rense_block_channel_bookkeeping(variant: str) -> None:
+    block = RenseBlock(10, num_layers=4, growth_rate=6, variant=variant)
+    x = torch.randn(2, 10, 12, 12)
+    out = block(x)
+    assert out.shape == (2, 10 + 4 * 6, 12, 12) and block.out_chs == 34
+    assert (block.shortcut is not None) == (variant == "dense_residual")
+    if variant != "dense_residual":  # concatenation keeps the input channels untouched
+        assert torch.equal(out[:, :10], x)
+    else:
+        assert (out >= 0).all()  # ReLU after the added shortcut
+
+
+def test_model_block_variant_is_used() -> None:
+    model = RenseNet(block="residual_dense")
+    assert type(model.stages[0].block.layers[0]).__name__ == "ResidualUnit"
+
+
+def test_loss_combines_heads_with_prototype_weights() -> None:
+    target = torch.tensor([0])
+    zeros = torch.zeros(1, 2)  # CE = ln 2
+    favour = torch.tensor([[math.log(3.0), 0.0]])  # p(0) = 3/4, CE = ln(4/3)
+    against = torch.tensor([[0.0, math.log(3.0)]])  # p(0) = 1/4, CE = ln 4
+    out = RenseNetOutput(fused=against, backbone=zeros, ecm=favour)
+    expected = 1.0 * math.log(2) + 0.3 * math.log(4 / 3) + 0.3 * math.log(4)
+    assert math.isclose(RenseNetLoss()(out, target).item(), expected, rel_tol=1e-6)
+    weighted = RenseNetLoss(backbone=0.0, ecm=1.0, fused=2.0)(out, target).item()
+    assert math.isclose(weighted, math.log(4 / 3) + 2 * math.log(4), rel_tol=1e-6)
+    # one head only (ECM off, or any timm model's logits): plain cross-entropy
+    assert math.isclose(RenseNetLoss()(RenseNetOutput(against, against, None), target).item(), math.log(4), rel_tol=1e-6)
+    assert math.isclose(RenseNetLoss()(favour, target).item(), math.log(4 / 3), rel_tol=1e-6)
