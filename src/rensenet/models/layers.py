@@ -1,6 +1,7 @@
 """Dimension-agnostic convolution helpers, so one block definition serves 2D slices and 3D volumes."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Type
 
 import torch.nn as nn
@@ -20,8 +21,26 @@ def conv(spatial_dims: int, in_chs: int, out_chs: int, kernel_size: int, *, stri
     return cls(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
 
 
+NORMS = ("batch", "group")
+
+
 def batch_norm(spatial_dims: int, num_features: int) -> nn.Module:
     return _by_dims(spatial_dims, nn.BatchNorm2d, nn.BatchNorm3d)(num_features)
+
+
+def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
+    """Swap every BatchNorm for ``norm``: ``"group"`` is GroupNorm with up to 8 groups, independent of the batch
+    (tiny 3D batches; distributed runs that must equal a single-process run exactly)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm '{norm}': use one of {NORMS}")
+    if norm == "batch":
+        return module
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.GroupNorm(math.gcd(child.num_features, 8), child.num_features))
+        else:
+            replace_batch_norm(child, norm)
+    return module
 
 
 def global_avg_pool(spatial_dims: int) -> nn.Module:
@@ -29,7 +48,7 @@ def global_avg_pool(spatial_dims: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Sequential):
-    """conv -> BN -> activation (ReLU by default, LeakyReLU in the ECM, none when act is None)."""
+    """conv -> norm (BN) -> activation (ReLU by default, LeakyReLU in the ECM, none when act is None)."""
 
     def __init__(
         self,

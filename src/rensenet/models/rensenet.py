@@ -10,7 +10,7 @@ from timm.models._features import feature_take_indices
 
 from .ecm import UPSAMPLE_MODES, EdgeConservativeModule, FeatureFusion
 from .heads import ClassifierHead
-from .layers import ConvNormAct
+from .layers import ConvNormAct, replace_batch_norm
 from .rense_block import BlockVariant, RenseBlock
 from .transition import Transition
 
@@ -75,6 +75,7 @@ class RenseNet(nn.Module):
         ecm_upsample: ``"bilinear"`` (the paper) or ``"nearest"`` for ``up2`` in ``B = |F - up2(avgpool2(F))|``.
         head_hidden: hidden width of each head's FC -> ReLU -> FC (default: half its input width).
         drop_rate: dropout before each head's last FC.
+        norm: ``"batch"`` (the paper) or ``"group"`` (GroupNorm, independent of the batch size).
         spatial_dims: 2 for slices, 3 for volumes.
     """
 
@@ -93,6 +94,7 @@ class RenseNet(nn.Module):
         ecm_upsample: str = "bilinear",
         head_hidden: Optional[int] = None,
         drop_rate: float = 0.0,
+        norm: str = "batch",
         spatial_dims: int = 2,
         **kwargs: Any,
     ) -> None:
@@ -162,13 +164,14 @@ class RenseNet(nn.Module):
             self.ecm_head = None
         self.head = make_head(self.num_features)
         self.head_hidden_size = self.num_features
+        replace_batch_norm(self, norm)
         self._init_weights()
 
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):

@@ -1,0 +1,1 @@
+"""Command line interface (``rensenet`` / ``python -m rensenet``)."""
