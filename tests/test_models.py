@@ -21,7 +21,7 @@ from rensenet.models import (
     pooling_residual,
 )
 
-VARIANTS = timm.list_models("rensenet_*")
+VARIANTS = timm.list_models("rensenet_*")  # the ECM-attached timm networks are tested below
 SIZES = [(48, 48), (64, 64), (97, 75)]
 
 
@@ -112,7 +112,8 @@ def test_default_cfg_and_sizes() -> None:
     assert 120_000 < sum(p.numel() for p in backbone.parameters()) < 150_000
     assert backbone.ecm is None and backbone.forward_heads(torch.randn(2, 1, 48, 48)).ecm is None
     assert model.pretrained_cfg["input_size"] == (1, 64, 64) and model.in_chans == 1
-    assert model.default_cam_layer == "fusion" and backbone.default_cam_layer == "stages.3"
+    assert model.default_cam_layers == ["stages.1.block", "ecm.stages.0.conv2"]
+    assert backbone.default_cam_layers == ["stages.1.block"]
 
 
 def test_bad_input_and_arguments_fail_clearly() -> None:
@@ -227,3 +228,18 @@ def test_loss_combines_heads_with_prototype_weights() -> None:
     # one head only (ECM off, or any timm model's logits): plain cross-entropy
     assert math.isclose(RenseNetLoss()(RenseNetOutput(against, against, None), target).item(), math.log(4), rel_tol=1e-6)
     assert math.isclose(RenseNetLoss()(favour, target).item(), math.log(4 / 3), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ecm_resnet18", "ecm_densenet121"])
+def test_ecm_attached_to_timm_backbones(name: str) -> None:
+    """The unchanged timm network plus ECM, fusion and three heads: trains with RenseNetLoss at any size."""
+    model = timm.create_model(name, num_classes=2, in_chans=1)
+    plain = timm.create_model(name.removeprefix("ecm_"), num_classes=2, in_chans=1, features_only=True)
+    assert sum(p.numel() for p in model.body.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert max(s.out_chs for s in model.ecm.stages) <= 128
+    out = model.forward_heads(torch.randn(2, 1, 48, 48))
+    RenseNetLoss()(out, torch.tensor([0, 1])).backward()
+    assert all(p.grad is not None for p in model.ecm.parameters()) and model.ecm_head.fc.weight.grad is not None
+    model.eval()
+    assert model(torch.randn(1, 1, 97, 75)).shape == (1, 2)  # DenseNet floors odd sizes; the ECM is matched to it
+    assert model.default_cam_layers == ["fusion"]

@@ -22,23 +22,6 @@ from rensenet.training import TrainConfig, load_checkpoint, train
 from rensenet.training import trainer as trainer_module
 
 
-def small_manifest(shared: Path, tmp: Path, task: str = "lung-nodule-ct", per_split=None) -> Path:
-    """A balanced subset of a shared task, whole patients, with absolute paths (shared/ stays read-only)."""
-    per_split = per_split or {"train": 64, "val": 32, "test": 32}
-    src = shared / task
-    df = pd.read_csv(src / "manifest.csv", keep_default_na=False)
-    parts = []
-    for split, n in per_split.items():
-        rows = df[df.split == split]
-        parts.append(pd.concat([rows[rows.label == c].head(n // 2) for c in (0, 1)]))
-    out = pd.concat(parts)
-    for col in ("path", "mask_path"):
-        out[col] = [str(src / v) if v else "" for v in out[col]]
-    tmp.mkdir(parents=True, exist_ok=True)
-    out.to_csv(tmp / "manifest.csv", index=False)
-    return tmp
-
-
 def test_rensenet_learns_on_real_lung_nodules(shared_data: Path) -> None:
     """A few hundred steps on 256 real windows must clearly lower the three-head training loss."""
     torch.manual_seed(0)
@@ -61,11 +44,6 @@ def test_rensenet_learns_on_real_lung_nodules(shared_data: Path) -> None:
     first, last = np.mean(losses[:30]), np.mean(losses[-30:])
     assert first > 0.9  # about 1.6 * ln 2 at the start
     assert last < 0.75 * first, (first, last)  # seen: 1.08 -> 0.67
-
-
-@pytest.fixture(scope="module")
-def lung_small(shared_data: Path, tmp_path_factory) -> Path:
-    return small_manifest(shared_data, tmp_path_factory.mktemp("lung"))
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:

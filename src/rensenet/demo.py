@@ -39,7 +39,7 @@ def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = No
     metrics = evaluate(out / "run" / "best.pt", data, split="test", out=out / "evaluation", n_boot=500)
     text = format_metrics(metrics)
     print(text)
-    figures = _explain(out, data)
+    figures, localization = _explain(out, data)
     minutes = (time.time() - start) / 60
     report = [
         "# rensenet demo", "",
@@ -47,6 +47,8 @@ def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = No
         f"(LIDC-IDRI, CC BY 3.0), best validation AUC {result.best_val_auc:.3f} at epoch {result.best_epoch}; "
         f"scored on the sample's {metrics['n_patients']} held-out test patients ({minutes:.1f} min in all).", "",
         "```", text, "```", "",
+        *(["Heatmaps (HiResCAM) against the radiologists' nodule masks:", "", "```", localization, "```", ""]
+          if localization else []),
         "![ROC](evaluation/roc_curve.png) ![Confusion matrix](evaluation/confusion_matrix.png)", "",
         *[f"![{name}]({rel})" for name, rel in figures],
         "", "Files: `run/` (checkpoints, history), `evaluation/` (metrics.json, predictions.csv)"
@@ -57,11 +59,13 @@ def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = No
     return out
 
 
-def _explain(out: Path, data: Path) -> list:
-    """Heatmaps of the held-out lesions, when the explanation package is available."""
-    try:
-        from .explanation.run import explain
-    except ImportError:
-        return []
-    result = explain(out / "run" / "best.pt", data, split="test", out=out / "explanation", limit=64)
-    return [(name, str(Path("explanation") / rel)) for name, rel in result.figures]
+def _explain(out: Path, data: Path) -> tuple:
+    """Figures and localisation scores of the heatmaps on the first 64 test images."""
+    from .explanation.run import explain
+    from .explanation.scores import format_localization
+
+    result = explain(out / "run" / "best.pt", data, split="test", out=out / "explanation", limit=64, n_boot=500)
+    text = format_localization(result.localization) if result.localization.get("n_lesions") else ""
+    if text:
+        print(text)
+    return [(name, str(Path("explanation") / rel)) for name, rel in result.figures], text

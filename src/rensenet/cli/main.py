@@ -95,6 +95,50 @@ def _run_predict(a: argparse.Namespace) -> None:
     print(f"wrote {len(table)} predictions to {a.out}")
 
 
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    from ..explanation import CAM_METHODS
+    from ..explanation.run import DEFAULT_METHOD
+
+    p = sub.add_parser("explain", help="CAM heatmaps scored against lesion masks (pointing game, energy lift)")
+    p.add_argument("--checkpoint", required=True, nargs="+", help="one or more; several also give comparison.png")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=sorted(CAM_METHODS), default=DEFAULT_METHOD)
+    p.add_argument("--target-layer", nargs="+", default=None, metavar="NAME",
+                   help="module name(s), e.g. fusion, stages.1, ecm.stages.0.conv2, layer4 (default: per model)")
+    p.add_argument("--class", dest="class_mode", default="predicted", help="predicted, true or a class index")
+    p.add_argument("--limit", type=int, default=None, help="explain only the first N images of the split")
+    p.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance in pixels")
+    p.add_argument("--threshold", type=float, default=0.5, help="fraction of the maximum for IoU/Dice")
+    p.add_argument("--no-faithfulness", action="store_true", help="skip the ROAD faithfulness score")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+
+
+def _run_explain(a: argparse.Namespace) -> None:
+    from ..explanation import compare_models, explain_model, write_explanation
+    from ..explanation.scores import format_localization
+    from ..training.checkpoint import load_model
+
+    explanations = {}
+    for ckpt in a.checkpoint:
+        e = explain_model(ckpt, a.data, split=a.split, method=a.method, target_layers=a.target_layer,
+                          class_mode=a.class_mode, limit=a.limit, tolerance=a.tolerance, threshold=a.threshold,
+                          faithfulness=not a.no_faithfulness, n_boot=a.n_boot, device=a.device)
+        name = e.model_name if e.model_name not in explanations else f"{e.model_name}-{len(explanations) + 1}"
+        out = Path(a.out) / name if len(a.checkpoint) > 1 else Path(a.out)
+        write_explanation(e, out, class_names=load_model(ckpt)[1]["class_names"])
+        explanations[name] = e
+        print(f"{name} ({e.method} on {', '.join(e.target_layers)}): {out}")
+        if e.localization.get("n_lesions"):
+            print(format_localization(e.localization))
+            if "road_combined" in e.localization:
+                print(f"  ROAD combined (faithfulness, higher is better): {e.localization['road_combined']:.4f}")
+    if len(explanations) > 1:
+        print(f"comparison: {compare_models(explanations, a.out)}")
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and evaluate rensenet_s on the embedded lung-nodule sample")
     p.add_argument("--out", default="rensenet-demo", help="report folder")
@@ -108,7 +152,8 @@ def _run_demo(a: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": (_add_train, _run_train), "evaluate": (_add_evaluate, _run_evaluate),
-            "predict": (_add_predict, _run_predict), "demo": (_add_demo, _run_demo)}
+            "predict": (_add_predict, _run_predict), "explain": (_add_explain, _run_explain),
+            "demo": (_add_demo, _run_demo)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,11 +10,13 @@ from .dataset import SliceDataset
 from .transforms import build_transforms
 
 
-def make_dataset(frame: pd.DataFrame, settings: Mapping[str, Any], *, train: bool = False) -> SliceDataset:
-    """A :class:`SliceDataset` resized to ``settings["img_size"]`` and normalised with ``mean``/``std``;
-    with ``train=True`` the ``augment`` preset is applied."""
+def transforms_for(settings: Mapping[str, Any], *, train: bool = False):
+    """Resize to ``settings["img_size"]``, normalise with ``mean``/``std``; with ``train`` the ``augment`` preset.
+    Without ``img_size``/``mean`` (not known yet) there is no transform."""
+    if settings.get("img_size") is None or settings.get("mean") is None:
+        return None
     size = int(settings["img_size"])
-    transform = build_transforms(
+    return build_transforms(
         img_size=(size, size),
         mean=settings["mean"],
         std=settings["std"],
@@ -22,8 +24,12 @@ def make_dataset(frame: pd.DataFrame, settings: Mapping[str, Any], *, train: boo
         augment=settings.get("augment", "standard"),
         max_shift=int(settings.get("max_shift", 8)),
     )
-    return SliceDataset(frame, transform=transform, in_chans=int(settings.get("in_chans", 1)),
-                        window=settings.get("window"))
+
+
+def make_dataset(frame: pd.DataFrame, settings: Mapping[str, Any], *, train: bool = False) -> SliceDataset:
+    """A :class:`SliceDataset` of ``frame`` with :func:`transforms_for` ``settings``."""
+    return SliceDataset(frame, transform=transforms_for(settings, train=train),
+                        in_chans=int(settings.get("in_chans", 1)), window=settings.get("window"))
 
 
 def intensity_stats(dataset: SliceDataset) -> Tuple[float, float]:

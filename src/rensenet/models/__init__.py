@@ -1,5 +1,6 @@
 """RenseNet model family; importing it registers the variants with timm."""
 from .ecm import EdgeConservativeModule, FeatureFusion, pooling_residual
+from .ecm_net import ECMNet, ecm_densenet121, ecm_resnet18
 from .heads import ClassifierHead
 from .loss import RenseNetLoss
 from .rense_block import BLOCK_VARIANTS, DenseLayer, RenseBlock, ResidualUnit
@@ -7,7 +8,7 @@ from .rensenet import MODEL_ARGS, RenseNet, RenseNetOutput, rensenet_m, rensenet
 from .transition import Transition
 
 __all__ = [
-    "BLOCK_VARIANTS", "ClassifierHead", "DenseLayer", "EdgeConservativeModule", "FeatureFusion", "MODEL_ARGS",
+    "BLOCK_VARIANTS", "ClassifierHead", "DenseLayer", "ECMNet", "ecm_densenet121", "ecm_resnet18", "EdgeConservativeModule", "FeatureFusion", "MODEL_ARGS",
     "RenseBlock", "RenseNet", "RenseNetLoss", "RenseNetOutput", "ResidualUnit", "Transition", "pooling_residual",
     "rensenet_m", "rensenet_s",
 ]

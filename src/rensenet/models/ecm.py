@@ -33,8 +33,19 @@ def pooling_residual(feature_map: torch.Tensor, upsample_mode: str = "bilinear")
     return (feature_map - upsampled).abs()
 
 
+def match_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` max-pooled to ``like``'s spatial size: for backbones that floor odd sizes where the ECM's
+    ceil-mode pooling rounds up (RenseNet itself always matches, and this is then a no-op)."""
+    if x.shape[2:] == like.shape[2:]:
+        return x
+    if x.dim() == 5:
+        return F.adaptive_max_pool3d(x, like.shape[2:])
+    return F.adaptive_max_pool2d(x, like.shape[2:])
+
+
 class CompensationStage(nn.Module):
-    """One ECM stage: [concat previous stage + conv1x1 -> BN -> ReLU], (conv k x k -> BN -> LeakyReLU) x 2, max-pool."""
+    """One ECM stage: [concat previous stage + conv1x1 -> BN -> ReLU to ``out_chs``], (conv k x k -> BN -> LeakyReLU) x 2,
+    max-pool."""
 
     def __init__(
         self,
@@ -47,16 +58,17 @@ class CompensationStage(nn.Module):
     ) -> None:
         super().__init__()
         self.compress = (
-            ConvNormAct(prev_chs + edge_chs, edge_chs, 1, spatial_dims=spatial_dims) if prev_chs > 0 else None
+            ConvNormAct(prev_chs + edge_chs, out_chs, 1, spatial_dims=spatial_dims) if prev_chs > 0 else None
         )
-        self.conv1 = ConvNormAct(edge_chs, out_chs, kernel_size, spatial_dims=spatial_dims, act="leaky_relu")
+        conv1_in = out_chs if self.compress is not None else edge_chs
+        self.conv1 = ConvNormAct(conv1_in, out_chs, kernel_size, spatial_dims=spatial_dims, act="leaky_relu")
         self.conv2 = ConvNormAct(out_chs, out_chs, kernel_size, spatial_dims=spatial_dims, act="leaky_relu")
         self.out_chs = out_chs
 
     def forward(self, edges: torch.Tensor, previous: Optional[torch.Tensor]) -> torch.Tensor:
         x = edges
         if self.compress is not None and previous is not None:
-            x = self.compress(torch.cat([previous, edges], dim=1))
+            x = self.compress(torch.cat([match_size(previous, edges), edges], dim=1))
         return max_pool2x(self.conv2(self.conv1(x)))
 
 

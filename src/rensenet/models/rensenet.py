@@ -137,7 +137,7 @@ class RenseNet(nn.Module):
             )
             stages.append(stage)
             chs = stage.out_chs
-            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}"))
+            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}.block"))
         self.stages = nn.ModuleList(stages)
         self.backbone_chs = chs
 
@@ -178,9 +178,12 @@ class RenseNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
-    def default_cam_layer(self) -> str:
-        """Name of the module Grad-CAM targets by default: the fusion layer (ECM features count), else the last stage."""
-        return "fusion" if self.ecm is not None else f"stages.{len(self.stages) - 1}"
+    def default_cam_layers(self) -> List[str]:
+        """Modules ``rensenet explain`` targets by default: the second stage (stride 4) and, with the ECM, its
+        first compensation map before pooling (stride 2). The 3 x 3 fusion map at 48 px cannot point at a
+        5-pixel nodule; these can (chosen on lung-nodule-ct val, see benchmarks/EXPLAIN.md)."""
+        stage = f"stages.{min(1, len(self.stages) - 1)}.block"
+        return [stage, "ecm.stages.0.conv2"] if self.ecm is not None else [stage]
 
     # --- timm model API -------------------------------------------------------------------------------------
     def get_classifier(self) -> nn.Module:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..data import class_names, read_manifest, select_split
-from ..data.pipeline import intensity_stats, make_dataset
+from ..data.pipeline import intensity_stats, make_dataset, transforms_for
 from ..evaluation import auc_score, predict_probs
 from ..io import write_csv, write_json
 from ..models import RenseNetLoss
@@ -114,16 +114,14 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
     train_frame, val_frame = select_split(frame, cfg.train_split), select_split(frame, cfg.val_split)
     names = class_names(frame)
     cfg = replace(cfg, num_classes=len(names), class_names=names)
+    train_ds = make_dataset(train_frame, {**cfg.to_dict(), "mean": None}, train=True)  # reads every image once
     if cfg.img_size is None:
-        probe = make_dataset(train_frame.iloc[:1], {"img_size": 1, "mean": [0], "std": [1]})
-        cfg = replace(cfg, img_size=int(max(probe.load(0)[0].shape)))
+        cfg = replace(cfg, img_size=int(max(train_ds.load(0)[0].shape)))
     if cfg.mean is None or cfg.std is None:
-        stats_ds = make_dataset(train_frame, {"img_size": cfg.img_size, "mean": [0], "std": [1], "in_chans": 1,
-                                              "window": cfg.window})
-        mean, std = intensity_stats(stats_ds)
+        mean, std = intensity_stats(train_ds)
         cfg = replace(cfg, mean=[mean] * cfg.in_chans, std=[std] * cfg.in_chans)
     settings = cfg.to_dict()
-    train_ds = make_dataset(train_frame, settings, train=True)
+    train_ds.transform = transforms_for(settings, train=True)
     val_ds = make_dataset(val_frame, settings)
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"{cfg.data}: the {cfg.train_split!r} split has {len(train_ds)} images, fewer than "

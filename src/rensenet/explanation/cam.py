@@ -1,0 +1,109 @@
+"""Class activation maps through pytorch-grad-cam, for RenseNet and any timm model, in batches."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+CAM_METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "xgradcam": XGradCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+}
+
+
+def default_target_layers(model: nn.Module) -> List[str]:
+    """RenseNet: its ``default_cam_layers``; timm models: the last feature stage in ``feature_info``
+    (``layer4`` for ResNet, ``features.norm5`` for DenseNet, ``bn2`` for EfficientNet, ``stages.3`` for ConvNeXt)."""
+    if hasattr(model, "default_cam_layers"):
+        return list(model.default_cam_layers)
+    info = getattr(model, "feature_info", None)
+    if info:
+        last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
+        return [last["module"]]
+    raise ValueError(f"{type(model).__name__} has no feature_info; name a layer with --target-layer")
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> List[nn.Module]:
+    """Modules by dotted name, with the candidates listed when a name is wrong."""
+    layers = []
+    for name in names:
+        try:
+            layers.append(model.get_submodule(name))
+        except AttributeError:
+            top = [n for n, _ in model.named_children()]
+            raise ValueError(f"no layer {name!r} in {type(model).__name__}; top-level layers: {top} "
+                             "(use dotted names such as 'stages.2' or 'fusion')") from None
+    return layers
+
+
+def compute_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    method: str = "gradcam",
+    target_layers: Optional[Sequence[str]] = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Heatmaps (N, H, W) in [0, 1] at the input's size, each for its class in ``classes``.
+
+    With several target layers the maps are averaged (pytorch-grad-cam's multi-layer aggregation).
+    """
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}: choose one of {sorted(CAM_METHODS)}")
+    names = list(target_layers) if target_layers else default_target_layers(model)
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    with CAM_METHODS[method](model=model, target_layers=resolve_layers(model, names)) as cam:
+        if hasattr(cam, "batch_size"):
+            cam.batch_size = batch_size
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(device)
+            targets = [ClassifierOutputTarget(int(c)) for c in classes[i:i + batch_size]]
+            try:
+                out.append(cam(input_tensor=x, targets=targets).astype(np.float32))
+            except AttributeError as e:
+                if "tuple" not in str(e):
+                    raise
+                raise ValueError(f"a target layer in {names} returns several tensors; target one of its "
+                                 "sub-modules instead (for RenseNet: 'stages.N.block', not 'stages.N')") from None
+    cams = np.concatenate(out) if out else np.zeros((0, *images.shape[-2:]), np.float32)
+    return np.nan_to_num(cams, nan=0.0)
+
+
+def road_scores(model: nn.Module, images: torch.Tensor, cams: np.ndarray, classes: Sequence[int],
+                *, batch_size: int = 32) -> np.ndarray:
+    """Faithfulness per image: pytorch-grad-cam's ROAD combined score (percentiles 20/40/60/80). Removing the
+    least relevant pixels should keep the class probability and removing the most relevant should drop it:
+    positive is faithful, near 0 is a map that does not drive the decision."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    metric = ROADCombined(percentiles=[20, 40, 60, 80])
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for i in range(0, len(images), batch_size):
+        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes[i:i + batch_size]]
+        scores.append(np.asarray(metric(images[i:i + batch_size].to(device), cams[i:i + batch_size], targets, model)))
+    return np.concatenate(scores).reshape(-1) if scores else np.zeros(0)

@@ -1,0 +1,112 @@
+"""The Edge Conservative Module attached to any timm CNN, at the maps before each of its 2x downsamplings.
+
+This is the fair test of whether the ECM helps any backbone or only RenseNet: ``ecm_resnet18`` and
+``ecm_densenet121`` are the timm networks, unchanged, plus the ECM, the fusion layer and RenseNet's three heads.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+from timm.models import register_model
+
+from .ecm import EdgeConservativeModule, FeatureFusion, match_size
+from .heads import ClassifierHead
+from .rensenet import RenseNetOutput
+
+
+class ECMNet(nn.Module):
+    """``backbone`` (any timm CNN with ``features_only`` support) + ECM + fusion + three heads.
+
+    The backbone's feature maps at strides 2, 4, ..., 2^n are the maps just before each 2x downsampling; the
+    ECM runs over all but the last and meets the last at the fusion layer. ECM widths are the backbone's,
+    capped at ``ecm_max_chs`` (a 1024-channel 5x5 stage would dwarf the backbone).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        num_classes: int = 2,
+        in_chans: int = 1,
+        ecm_kernel_size: int = 5,
+        ecm_upsample: str = "bilinear",
+        ecm_max_chs: int = 128,
+        drop_rate: float = 0.0,
+        **backbone_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        backbone_kwargs.pop("pretrained_cfg", None)
+        backbone_kwargs.pop("pretrained_cfg_overlay", None)
+        self.body = timm.create_model(backbone, pretrained=False, features_only=True, in_chans=in_chans,
+                                      **backbone_kwargs)
+        reductions, chs = self.body.feature_info.reduction(), self.body.feature_info.channels()
+        if len(reductions) < 2 or any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
+            raise ValueError(f"{backbone}: the ECM needs feature maps that halve in size at each step, "
+                             f"got reductions {reductions}")
+        self.backbone_name = backbone
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.ecm = EdgeConservativeModule(chs[:-1], out_chs=[min(c, ecm_max_chs) for c in chs[:-1]],
+                                          kernel_size=ecm_kernel_size, upsample_mode=ecm_upsample)
+        self.fusion = FeatureFusion()
+        self.num_features = chs[-1] + self.ecm.out_chs
+
+        def head(c: int) -> ClassifierHead:
+            return ClassifierHead(c, num_classes, hidden_chs=max(c // 2, 1), drop_rate=drop_rate)
+
+        self.head, self.backbone_head, self.ecm_head = head(self.num_features), head(chs[-1]), head(self.ecm.out_chs)
+        self.pretrained_cfg = self.default_cfg = {
+            "architecture": f"ecm_{backbone}", "num_classes": num_classes, "input_size": (in_chans, 64, 64),
+            "mean": (0.5,) * in_chans, "std": (0.25,) * in_chans, "classifier": "head.fc",
+        }
+
+    @property
+    def default_cam_layers(self) -> List[str]:
+        return ["fusion"]
+
+    def _forward_maps(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.body(x)
+        ecm_map = match_size(self.ecm(feats[:-1]), feats[-1])  # DenseNet floors odd sizes, the ECM rounds up
+        return feats[-1], ecm_map, self.fusion(feats[-1], ecm_map)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_maps(x)[2]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_heads(self, x: torch.Tensor) -> RenseNetOutput:
+        backbone_map, ecm_map, fused_map = self._forward_maps(x)
+        return RenseNetOutput(self.head(fused_map), self.backbone_head(backbone_map), self.ecm_head(ecm_map))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        for h in (self.head, self.backbone_head, self.ecm_head):
+            h.reset(num_classes)
+
+
+def _ecm_net(backbone: str, pretrained: bool, **kwargs: Any) -> ECMNet:
+    if pretrained:
+        raise ValueError(f"no pretrained weights are published for ecm_{backbone}")
+    return ECMNet(backbone, **kwargs)
+
+
+@register_model
+def ecm_resnet18(pretrained: bool = False, **kwargs: Any) -> ECMNet:
+    """timm ResNet-18 with the Edge Conservative Module and three heads."""
+    return _ecm_net("resnet18", pretrained, **kwargs)
+
+
+@register_model
+def ecm_densenet121(pretrained: bool = False, **kwargs: Any) -> ECMNet:
+    """timm DenseNet-121 with the Edge Conservative Module (widths capped at 128) and three heads."""
+    return _ecm_net("densenet121", pretrained, **kwargs)
