@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +59,10 @@ def main() -> None:
             explain = ["explain", "--checkpoint", str(out / "run" / "best.pt"), "--data", data, "--split", "test",
                        "--out", str(out / "explain"), *shlex.split(a.explain_args)]
             run(rn + explain, log)
+            keep = Path("benchmarks/defaults") / task / model  # the committed copies of the raw results
+            keep.mkdir(parents=True, exist_ok=True)
+            for src in (out / "eval" / "metrics.json", out / "explain" / "localization.json", out / "run" / "history.csv"):
+                shutil.copyfile(src, keep / src.name)
             m = json.loads((out / "eval" / "metrics.json").read_text())
             loc = json.loads((out / "explain" / "localization.json").read_text())
             small = [r for r in m.get("sensitivity_by_lesion_size", []) if r["tercile"] == "small"]

@@ -96,6 +96,12 @@ def test_resume_continues_exactly(lung_small: Path, tmp_path: Path, monkeypatch:
     assert [round(h["train_loss"], 5) for h in a["history"]] == [round(h["train_loss"], 5) for h in b["history"]]
 
 
+def test_early_stopping_after_patience(lung_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_module, "auc_score", lambda labels, probs: 0.5)  # validation never improves
+    result = train(_config(lung_small, tmp_path / "es", epochs=5, early_stopping=1))
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.best_epoch == 1
+
+
 def test_two_process_ddp_matches_single_process(lung_small: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo), batch 8 each, must reach the weights of 1 process with batch 16.
 

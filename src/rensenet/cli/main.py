@@ -139,6 +139,26 @@ def _run_explain(a: argparse.Namespace) -> None:
         print(f"comparison: {compare_models(explanations, a.out)}")
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="train, evaluate, explain and cost every model on every task (resumable)")
+    p.add_argument("--config", required=True, help="YAML file, e.g. benchmarks/full.yaml")
+    p.add_argument("--models", nargs="+", default=None, help="only these model entries (run in pieces)")
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
+
+
+def _run_benchmark(a: argparse.Namespace) -> None:
+    from ..benchmark import BenchmarkConfig, report, run_benchmark
+
+    cfg = BenchmarkConfig.load(a.config)
+    if a.report_only:
+        records = json.loads(Path(cfg.results).read_text()) if Path(cfg.results).exists() else []
+    else:
+        records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks)
+    report(cfg, records)
+    print(f"{len(records)} runs in {cfg.results}; report: {cfg.report}")
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and evaluate rensenet_s on the embedded lung-nodule sample")
     p.add_argument("--out", default="rensenet-demo", help="report folder")
@@ -153,7 +173,7 @@ def _run_demo(a: argparse.Namespace) -> None:
 
 COMMANDS = {"train": (_add_train, _run_train), "evaluate": (_add_evaluate, _run_evaluate),
             "predict": (_add_predict, _run_predict), "explain": (_add_explain, _run_explain),
-            "demo": (_add_demo, _run_demo)}
+            "benchmark": (_add_benchmark, _run_benchmark), "demo": (_add_demo, _run_demo)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ This is the fair test of whether the ECM helps any backbone or only RenseNet: ``
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import timm
 import torch
@@ -13,11 +13,10 @@ import torch.nn as nn
 from timm.models import register_model
 
 from .ecm import EdgeConservativeModule, FeatureFusion, match_size
-from .heads import ClassifierHead
-from .rensenet import RenseNetOutput
+from .heads import ClassifierHead, ThreeHeadNet
 
 
-class ECMNet(nn.Module):
+class ECMNet(ThreeHeadNet):
     """``backbone`` (any timm CNN with ``features_only`` support) + ECM + fusion + three heads.
 
     The backbone's feature maps at strides 2, 4, ..., 2^n are the maps just before each 2x downsampling; the
@@ -71,27 +70,6 @@ class ECMNet(nn.Module):
         feats = self.body(x)
         ecm_map = match_size(self.ecm(feats[:-1]), feats[-1])  # DenseNet floors odd sizes, the ECM rounds up
         return feats[-1], ecm_map, self.fusion(feats[-1], ecm_map)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_maps(x)[2]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_heads(self, x: torch.Tensor) -> RenseNetOutput:
-        backbone_map, ecm_map, fused_map = self._forward_maps(x)
-        return RenseNetOutput(self.head(fused_map), self.backbone_head(backbone_map), self.ecm_head(ecm_map))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        for h in (self.head, self.backbone_head, self.ecm_head):
-            h.reset(num_classes)
 
 
 def _ecm_net(backbone: str, pretrained: bool, **kwargs: Any) -> ECMNet:

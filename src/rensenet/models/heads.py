@@ -1,10 +1,20 @@
 """Classifier head: global average pool, then FC -> ReLU -> dropout -> FC, as in the prototype."""
 from __future__ import annotations
 
+from typing import NamedTuple, Optional, Tuple
+
 import torch
 import torch.nn as nn
 
 from .layers import global_avg_pool
+
+
+class RenseNetOutput(NamedTuple):
+    """Logits of the three heads; ``fused`` is the prediction. Without the ECM ``backbone is fused`` and ``ecm`` is None."""
+
+    fused: torch.Tensor
+    backbone: torch.Tensor
+    ecm: Optional[torch.Tensor]
 
 
 class ClassifierHead(nn.Module):
@@ -41,3 +51,44 @@ class ClassifierHead(nn.Module):
         if pre_logits:
             return x
         return self.fc(self.drop(self.act(self.fc1(x))))
+
+
+class ThreeHeadNet(nn.Module):
+    """The timm-style API shared by every network with an ECM: a backbone map and an ECM map meet at the
+    fusion layer, whose pooled features the ``head`` classifies; ``backbone_head`` and ``ecm_head`` classify
+    each map alone for :class:`rensenet.RenseNetLoss`. Subclasses set ``head``, ``backbone_head`` and ``ecm_head``
+    (:class:`ClassifierHead`, the last two None without an ECM) and implement ``_forward_maps``."""
+
+    def _forward_maps(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """(backbone map, ECM map or None, fused map) at the final resolution."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused feature map (backbone and ECM concatenated), or the backbone's last map without the ECM."""
+        return self._forward_maps(x)[2]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_heads(self, x: torch.Tensor) -> RenseNetOutput:
+        """Logits of the fused, backbone and ECM heads (``ecm`` is None and ``backbone`` is ``fused`` without the ECM)."""
+        backbone_map, ecm_map, fused_map = self._forward_maps(x)
+        fused = self.head(fused_map)
+        if ecm_map is None or self.backbone_head is None or self.ecm_head is None:
+            return RenseNetOutput(fused, fused, None)
+        return RenseNetOutput(fused, self.backbone_head(backbone_map), self.ecm_head(ecm_map))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace all heads with new ones for ``num_classes`` (0: the model returns pooled fused features)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        for head in (self.head, self.backbone_head, self.ecm_head):
+            if head is not None:
+                head.reset(num_classes)

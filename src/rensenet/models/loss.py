@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .rensenet import RenseNetOutput
+from .heads import RenseNetOutput
 
 
 class RenseNetLoss(nn.Module):

@@ -1,7 +1,7 @@
 """RenseNet: Rense-block backbone, Edge Conservative Module and three heads, registered with timm."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -9,20 +9,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from .ecm import UPSAMPLE_MODES, EdgeConservativeModule, FeatureFusion
-from .heads import ClassifierHead
+from .heads import ClassifierHead, RenseNetOutput, ThreeHeadNet
 from .layers import ConvNormAct, replace_batch_norm
 from .rense_block import BlockVariant, RenseBlock
 from .transition import Transition
 
 __all__ = ["RenseNet", "RenseNetOutput", "RenseStage"]
-
-
-class RenseNetOutput(NamedTuple):
-    """Logits of the three heads; ``fused`` is the prediction. Without the ECM ``backbone is fused`` and ``ecm`` is None."""
-
-    fused: torch.Tensor
-    backbone: torch.Tensor
-    ecm: Optional[torch.Tensor]
 
 
 class RenseStage(nn.Module):
@@ -55,7 +47,7 @@ class RenseStage(nn.Module):
         return self.block(x), pre_pool
 
 
-class RenseNet(nn.Module):
+class RenseNet(ThreeHeadNet):
     """RenseNet for small-lesion classification (Seo et al., Cancers 2024).
 
     ``stem (conv7x7/2) -> [Rense block, transition] x n -> fusion(backbone, ECM) -> head``. There is no max-pool
@@ -185,19 +177,7 @@ class RenseNet(nn.Module):
         stage = f"stages.{min(1, len(self.stages) - 1)}.block"
         return [stage, "ecm.stages.0.conv2"] if self.ecm is not None else [stage]
 
-    # --- timm model API -------------------------------------------------------------------------------------
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace all heads with new ones for ``num_classes`` (0: the model returns pooled fused features)."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"RenseNet supports only global_pool='avg', got {global_pool!r}")
-        self.num_classes = num_classes
-        for head in (self.head, self.backbone_head, self.ecm_head):
-            if head is not None:
-                head.reset(num_classes)
-
+    # --- timm model API (the rest comes from ThreeHeadNet) ---------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_chans:
             raise ValueError(
@@ -218,24 +198,6 @@ class RenseNet(nn.Module):
             ecm_map = self.ecm(pre_pool)
             return x, ecm_map, self.fusion(x, ecm_map)
         return x, None, x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The fused feature map (backbone and ECM concatenated), or the backbone's last map without the ECM."""
-        return self._forward_maps(x)[2]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_heads(self, x: torch.Tensor) -> RenseNetOutput:
-        """Logits of the fused, backbone and ECM heads (``ecm`` is None and ``backbone`` is ``fused`` without the ECM)."""
-        backbone_map, ecm_map, fused_map = self._forward_maps(x)
-        fused = self.head(fused_map)
-        if ecm_map is None or self.backbone_head is None or self.ecm_head is None:
-            return RenseNetOutput(fused, fused, None)
-        return RenseNetOutput(fused, self.backbone_head(backbone_map), self.ecm_head(ecm_map))
 
     def forward_intermediates(
         self,

@@ -1,0 +1,67 @@
+"""The benchmark runner on a tiny configuration: records, the val sweep, resume without redoing, the report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import yaml
+
+import rensenet  # noqa: F401
+from rensenet.benchmark import RECORD_FIELDS, BenchmarkConfig, measure_cost, paired_test
+from rensenet.cli.main import main as cli
+
+
+def test_measure_cost_counts_parameters_and_flops() -> None:
+    model = timm.create_model("rensenet_s", num_classes=2, in_chans=1)
+    cost = measure_cost(model, in_chans=1, img_size=64, steps=2)
+    assert cost["params"] == sum(p.numel() for p in model.parameters())
+    assert cost["gflops"] == pytest.approx(0.207, abs=0.005)  # benchmarks/model_cost.md
+    assert cost["train_img_per_s"] > 0 and cost["infer_ms_batch1"] > 0 and cost["infer_img_per_s_batch64"] > 0
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("tasks: {a: {}}\nmodels: {x: {lr: 1}}\n")
+    with pytest.raises(ValueError, match="model entry 'x' needs 'model:"):
+        BenchmarkConfig.load(tmp_path / "b.yaml")
+    assert BenchmarkConfig.load(Path(__file__).parents[1] / "benchmarks" / "full.yaml").seeds == [0, 1, 2]
+
+
+def test_paired_test_over_seeds() -> None:
+    recs = [{"task": "t", "model": m, "seed": s, "auc": a} for m, vals in
+            (("a", [0.9, 0.92, 0.91]), ("b", [0.8, 0.83, 0.8])) for s, a in enumerate(vals)]
+    out = paired_test(recs, "t", "a", "b")
+    assert out["n_seeds"] == 3 and out["mean_difference"] == pytest.approx(0.1, abs=1e-9) and out["p_value"] < 0.01
+
+
+def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path) -> None:
+    cfg = {
+        "data_root": str(lung_small.parent), "out": str(tmp_path / "runs"), "results": str(tmp_path / "results.json"),
+        "report": str(tmp_path / "report" / "RESULTS.md"), "seeds": [0, 1], "epochs": 1, "n_boot": 20,
+        "train": {"batch_size": 16}, "explain": {"faithfulness": False},
+        "tasks": {lung_small.name: {"img_size": 48}},
+        "models": {"rensenet_s": {"model": "rensenet_s"},
+                   "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03]}}},
+    }
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["model"], r["seed"]) for r in records) == [("rensenet_s", 0), ("rensenet_s", 1),
+                                                                ("resnet18", 0), ("resnet18", 1)]
+    for r in records:
+        missing = [f for f in RECORD_FIELDS if f not in r]
+        assert not missing, missing
+        assert 0 <= r["auc"] <= 1 and r["peak_train_mem_mb"] > 100 and r["img_size"] == 48
+    sweep = json.loads((tmp_path / "runs" / "sweep.json").read_text())
+    chosen = sweep[f"{lung_small.name}/resnet18"]["chosen"]["lr"]
+    assert chosen in (0.01, 0.03) and all(r["train_options"]["lr"] == chosen for r in records if r["model"] == "resnet18")
+
+    ckpt = tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run" / "best.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0  # nothing left to do
+    assert ckpt.stat().st_mtime_ns == stamp and len(json.loads((tmp_path / "results.json").read_text())) == 4
+    report = (tmp_path / "report" / "RESULTS.md").read_text()
+    assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
+    assert (tmp_path / "report" / f"auc_vs_gflops_{lung_small.name}.png").exists()
+    assert (tmp_path / "report" / f"heatmaps_{lung_small.name}.png").stat().st_size > 5000
