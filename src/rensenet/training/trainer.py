@@ -176,7 +176,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
         model.train()
         t0, loss_sum, n_seen = time.time(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-                   disable=not (ctx.is_main and cfg.progress))
+                   disable=None if (ctx.is_main and cfg.progress) else True)  # None: off when not a terminal
         for batch in bar:
             x = batch["image"].to(ctx.device, non_blocking=True)
             y = torch.as_tensor(batch["label"]).to(ctx.device)
