@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--only", type=int, nargs="*", help="indices of OPTIONS to run")
     a = p.parse_args()
-    print(f"| method | target layers | pointing game | energy in lesion | energy lift | IoU@0.5 | chance pointing | s |")
+    print("| method | target layers | pointing game | energy in lesion | energy lift | IoU@0.5 | chance pointing | s |")
     print("|---|---|---|---|---|---|---|---|")
     for i, (method, layers) in enumerate(OPTIONS):
         if a.only and i not in a.only:

@@ -1,7 +1,6 @@
 """Readers, manifest validation, the dataset and the lesion-preserving transforms."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np

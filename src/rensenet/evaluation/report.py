@@ -4,9 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
 from ..data import DataError, read_manifest, select_split

@@ -1,7 +1,7 @@
 """Class activation maps through pytorch-grad-cam, for RenseNet and any timm model, in batches."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch

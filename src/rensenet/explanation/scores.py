@@ -4,7 +4,7 @@ All scores take one heatmap (H, W, >= 0) and one boolean lesion mask of the same
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 import pandas as pd

@@ -9,7 +9,6 @@ from typing import Any, List, Tuple
 
 import timm
 import torch
-import torch.nn as nn
 from timm.models import register_model
 
 from .ecm import EdgeConservativeModule, FeatureFusion, match_size
