@@ -45,23 +45,41 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
                    "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03]}}},
     }
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0
+    # two units at once, accuracy only (as on a GPU), then the CPU cost in a second pass
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--jobs", "2", "--no-cost", "--no-report"]) == 0
     records = json.loads((tmp_path / "results.json").read_text())
     assert sorted((r["model"], r["seed"]) for r in records) == [("rensenet_s", 0), ("rensenet_s", 1),
                                                                 ("resnet18", 0), ("resnet18", 1)]
+    assert all("gflops" not in r for r in records)
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--costs-only"]) == 0
+    records = json.loads((tmp_path / "results.json").read_text())
     for r in records:
         missing = [f for f in RECORD_FIELDS if f not in r]
         assert not missing, missing
         assert 0 <= r["auc"] <= 1 and r["peak_train_mem_mb"] > 100 and r["img_size"] == 48
-    sweep = json.loads((tmp_path / "runs" / "sweep.json").read_text())
-    chosen = sweep[f"{lung_small.name}/resnet18"]["chosen"]["lr"]
-    assert chosen in (0.01, 0.03) and all(r["train_options"]["lr"] == chosen for r in records if r["model"] == "resnet18")
+    chosen = json.loads((tmp_path / "runs" / "sweep" / lung_small.name / "resnet18" / "chosen.json").read_text())
+    lr = chosen["options"]["lr"]
+    assert lr in (0.01, 0.03) and [t["options"]["lr"] for t in chosen["tried"]] == [0.01, 0.03]
+    assert all(r["train_options"]["lr"] == lr for r in records if r["model"] == "resnet18")
+    # the sweep ran as many epochs as the benchmark: its winner is the seed-0 run, not trained twice
+    seed0 = next(r for r in records if r["model"] == "resnet18" and r["seed"] == 0)
+    assert seed0["run"] == chosen["run"] and not (tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run").exists()
 
-    ckpt = tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run" / "best.pt"
+    ckpt = Path(seed0["run"]) / "best.pt"
     stamp = ckpt.stat().st_mtime_ns
     assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0  # nothing left to do
     assert ckpt.stat().st_mtime_ns == stamp and len(json.loads((tmp_path / "results.json").read_text())) == 4
     report = (tmp_path / "report" / "RESULTS.md").read_text()
     assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
+    assert "| resnet18 | lr=" in report  # the sweep table
     assert (tmp_path / "report" / f"auc_vs_gflops_{lung_small.name}.png").exists()
     assert (tmp_path / "report" / f"heatmaps_{lung_small.name}.png").stat().st_size > 5000
+
+
+def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:
+    from rensenet.benchmark import units
+
+    cfg = BenchmarkConfig(tasks={"t": {}}, models={"a": {"model": "rensenet_s"}})
+    with pytest.raises(ValueError, match=r"\['b'\] not in the config's models"):
+        units(cfg, only_models=["b"])
+    assert units(cfg) == [("t", "a")]

@@ -1,6 +1,7 @@
 """The generic timm-style contract every registered RenseNet variant must meet, plus block-level checks."""
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -243,3 +244,27 @@ def test_ecm_attached_to_timm_backbones(name: str) -> None:
     model.eval()
     assert model(torch.randn(1, 1, 97, 75)).shape == (1, 2)  # DenseNet floors odd sizes; the ECM is matched to it
     assert model.default_cam_layers == ["fusion"]
+
+
+@pytest.mark.parametrize("name", ["rensenet_s", "ecm_resnet18"])
+def test_fused_bn_and_channels_last_keep_the_outputs(name: str) -> None:
+    from rensenet.models import fuse_conv_bn, optimize_for_inference
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=2, in_chans=1)
+    with torch.no_grad():  # running statistics far from the (0, 1) defaults, so folding them really matters
+        for _ in range(3):
+            model(torch.randn(8, 1, 48, 48) * 3 + 2)
+    with pytest.raises(ValueError, match="needs model.eval"):
+        fuse_conv_bn(model)
+    model.eval()
+    x = torch.randn(4, 1, 48, 48)
+    with torch.no_grad():
+        ref = model(x)
+        fast = optimize_for_inference(copy.deepcopy(model))
+        out = fast(x.contiguous(memory_format=torch.channels_last))
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    n_left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert n_left < n_norms and (n_left == 0) == name.startswith("rensenet")  # timm's own layers are left alone
+    assert torch.allclose(out, ref, atol=1e-5) and not torch.equal(out, ref)
+    assert "ecm.stages.0.conv2" in dict(fast.named_modules())  # CAM target layers keep their names

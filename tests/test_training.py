@@ -67,6 +67,16 @@ def test_train_writes_reproducible_outputs(lung_small: Path, tmp_path: Path) -> 
         train(_config(lung_small, tmp_path / "run"))
 
 
+def test_channels_last_training_matches_default(lung_small: Path, tmp_path: Path) -> None:
+    """The speed option changes memory layout only: same losses and validation AUC up to float rounding."""
+    plain = train(_config(lung_small, tmp_path / "plain", epochs=1))
+    fast = train(_config(lung_small, tmp_path / "cl", epochs=1, channels_last=True))
+    a, b = pd.read_csv(tmp_path / "plain" / "history.csv"), pd.read_csv(tmp_path / "cl" / "history.csv")
+    assert a.train_loss[0] == pytest.approx(b.train_loss[0], rel=1e-3)  # rounding, amplified by SGD steps
+    assert a.val_auc[0] == pytest.approx(b.val_auc[0], abs=0.02)
+    assert plain.best_epoch == fast.best_epoch
+
+
 def test_resume_continues_exactly(lung_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kw = dict(epochs=3, augment="standard", model_kwargs={"drop_rate": 0.2})
     train(_config(lung_small, tmp_path / "straight", **kw))

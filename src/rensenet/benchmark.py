@@ -46,6 +46,7 @@ class BenchmarkConfig:
     explain: Dict[str, Any] = field(default_factory=dict)  # `rensenet explain` options
     sweep: Dict[str, List[Any]] = field(default_factory=dict)  # {"lr": [...], "img_scale": [1, 2]}, chosen on val
     sweep_epochs: Optional[int] = None  # epochs of each sweep run (default: epochs)
+    preamble: Optional[str] = None  # Markdown file put at the top of the report (commands, machine, choices)
     n_boot: int = 1000
 
     @classmethod
@@ -83,17 +84,17 @@ def _options(values: Dict[str, Any]) -> List[str]:
     return args
 
 
-def _run_train(cmd: List[str], log: Path) -> tuple:
+def _run_child(cmd: List[str], log: Path, env: Optional[Dict[str, str]] = None) -> tuple:
     """Run ``cmd`` as a child process; (seconds, peak resident memory of that child in MB)."""
     start = time.time()
     with open(log, "a") as f:
         f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training failed (exit {proc.returncode}); see {log}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{cmd[3] if len(cmd) > 3 else cmd[0]} failed (exit {code}); see {log}")
     return time.time() - start, usage.ru_maxrss / 1024.0
 
 
@@ -142,100 +143,245 @@ def measure_cost(model: torch.nn.Module, *, in_chans: int, img_size: int, train_
     return out
 
 
+def _cost_child() -> None:
+    """Entry of the cost process: build the model from argv[1] (JSON), measure, print one JSON line."""
+    from .training.checkpoint import create_model
+
+    spec = json.loads(sys.argv[1])
+    model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"],
+                         model_kwargs=spec.get("model_kwargs"))
+    print(json.dumps(measure_cost(model, in_chans=spec["in_chans"], img_size=spec["img_size"])))
+
+
+def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any]) -> Dict[str, float]:
+    """Cost of one (task, model) on this machine's CPU, measured once in a fresh process and cached.
+
+    A fresh process makes ``peak_train_mem_mb`` (its peak resident memory while it runs training steps at
+    batch 32) comparable between models, and independent of where the accuracy runs were trained.
+    """
+    path = Path(cfg.out) / "costs" / task / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    spec = {k: record[k] for k in ("num_classes", "in_chans", "img_size")}
+    spec.update(model=record["timm_model"], model_kwargs=record["train_options"].get("model_kwargs") or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.with_suffix(".log")
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    _, peak_mb = _run_child([sys.executable, "-c", "from rensenet.benchmark import _cost_child; _cost_child()",
+                             json.dumps(spec)], log, env=env)
+    cost = json.loads(log.read_text().strip().splitlines()[-1])
+    cost.update(peak_train_mem_mb=round(peak_mb, 1), cost_machine=machine_description(cpu=True))
+    write_json(path, cost)
+    return cost
+
+
+def machine_description(*, cpu: bool = False) -> str:
+    if torch.cuda.is_available() and not cpu:
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def _train_cmd(cfg: BenchmarkConfig, task: str, spec: Dict[str, Any], out: Path, *, epochs: int, seed: int,
+               options: Dict[str, Any]) -> List[str]:
+    cmd = [sys.executable, "-m", "rensenet", "train", "--data", str(Path(cfg.data_root) / task),
+           "--model", spec["model"], "--out", str(out), "--epochs", str(epochs), "--seed", str(seed),
+           "--no-progress", *_options(options)]
+    return cmd + (["--resume"] if (out / "last.pt").exists() else [])
+
+
+def _finished(run: Path, epochs: int) -> bool:
+    """All epochs ran and were timed (the checkpoint may be gone: results copied from another machine)."""
+    import pandas as pd
+
+    return (run / "timing.json").exists() and (run / "history.csv").exists() and \
+        len(pd.read_csv(run / "history.csv")) >= epochs
+
+
+def _train(cfg: BenchmarkConfig, task: str, spec: Dict[str, Any], run: Path, *, epochs: int, seed: int,
+           options: Dict[str, Any]) -> Dict[str, Any]:
+    """Train one run unless it finished before; its time, peak memory and command are kept in run/timing.json."""
+    timing = run / "timing.json"
+    if _finished(run, epochs):
+        return json.loads(timing.read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    cmd = _train_cmd(cfg, task, spec, run, epochs=epochs, seed=seed, options=options)
+    seconds, peak_mb = _run_child(cmd, run.parent / f"{run.name}.log")
+    info = {"train_seconds": round(seconds, 1), "train_peak_rss_mb": round(peak_mb, 1),
+            "command": " ".join(shlex.quote(c) for c in cmd[1:]), "train_machine": machine_description()}
+    write_json(timing, info)
+    return info
+
+
 def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, Any],
                     base_opts: Dict[str, Any]) -> Dict[str, Any]:
-    """The learning rate and input scale with the best validation AUC (seed 0), cached in ``out/sweep.json``.
+    """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
 
-    ``cfg.sweep`` (or a model's own ``sweep``) lists the values: ``lr`` and ``img_scale`` (x the task's
-    ``img_size``, for networks designed for 224 px images). Test data is never looked at.
+    ``cfg.sweep`` (or a model's own ``sweep``) lists the values: ``lr`` first (at scale 1), then ``img_scale``
+    (x the task's ``img_size``, for networks designed for 224 px images) at the best ``lr``. Test data is
+    never looked at. Returns ``{"options": {...}, "run": path}``: when the sweep trains as many epochs as the
+    benchmark, the winning sweep run *is* the seed-0 run and is not trained again.
     """
     import pandas as pd
 
     sweep = {**cfg.sweep, **(spec.get("sweep") or {})}
-    lrs, scales = sweep.get("lr", [base_opts.get("lr")]), sweep.get("img_scale", [1])
+    lrs, scales = sweep.get("lr") or [base_opts.get("lr")], sweep.get("img_scale") or [1]
     if len(lrs) * len(scales) <= 1:
-        return {}
-    cache_path = Path(cfg.out) / "sweep.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    key = f"{task}/{name}"
-    if key in cache:
-        return cache[key]["chosen"]
+        return {"options": {}, "run": None}
+    root = Path(cfg.out) / "sweep" / task / name
+    if (root / "chosen.json").exists():
+        return json.loads((root / "chosen.json").read_text())
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
-    tried = []
+    epochs = cfg.sweep_epochs or cfg.epochs
+    tried: List[Dict[str, Any]] = []
+
+    def trial(opts: Dict[str, Any]) -> None:
+        run = root / "-".join(f"{k}{v}" for k, v in opts.items())
+        _train(cfg, task, spec, run, epochs=epochs, seed=0, options={**base_opts, **opts})
+        tried.append({"options": opts, "run": str(run),
+                      "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())})
+
     for lr in lrs:
-        for scale in scales:
-            opts = {k: v for k, v in (("lr", lr), ("img_size", int(base_opts["img_size"] * scale) if scale != 1
-                                                     else base_opts.get("img_size"))) if v is not None}
-            out = Path(cfg.out) / "sweep" / task / name / "-".join(f"{k}{v}" for k, v in opts.items())
-            cmd = [sys.executable, "-m", "rensenet", "train", "--data", str(Path(cfg.data_root) / task),
-                   "--model", spec["model"], "--out", str(out), "--epochs", str(cfg.sweep_epochs or cfg.epochs),
-                   "--seed", "0", "--no-progress", *_options({**base_opts, **opts})]
-            if not (out / "history.csv").exists() or len(pd.read_csv(out / "history.csv")) < (cfg.sweep_epochs or cfg.epochs):
-                if (out / "last.pt").exists():
-                    cmd.append("--resume")
-                out.mkdir(parents=True, exist_ok=True)
-                _run_train(cmd, out / "log.txt")
-            tried.append({**opts, "val_auc": float(pd.read_csv(out / "history.csv")["val_auc"].max())})
+        trial({"lr": lr} if lr is not None else {})
+    best_lr = max(tried, key=lambda t: t["val_auc"])["options"]
+    for scale in scales:
+        if scale != 1:
+            trial({**best_lr, "img_size": int(base_opts["img_size"] * scale)})
     best = max(tried, key=lambda t: t["val_auc"])
-    cache[key] = {"tried": tried, "chosen": {k: v for k, v in best.items() if k != "val_auc"}}
-    write_json(cache_path, cache)
-    return cache[key]["chosen"]
+    chosen = {"options": best["options"], "run": best["run"] if epochs == cfg.epochs else None, "tried": tried}
+    write_json(root / "chosen.json", chosen)
+    return chosen
+
+
+def _record_path(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Path:
+    return Path(cfg.out) / task / name / f"seed{seed}" / "record.json"
+
+
+def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dict[str, Any]]:
+    """Every finished run's record, in config order, with its model's cost where it was measured."""
+    records = []
+    for task in cfg.tasks:
+        for name in cfg.models:
+            for seed in cfg.seeds:
+                path = _record_path(cfg, task, name, seed)
+                if path.exists():
+                    record = json.loads(path.read_text())
+                    cost = Path(cfg.out) / "costs" / task / f"{name}.json"
+                    if with_cost and cost.exists():
+                        record.update(json.loads(cost.read_text()))
+                    records.append(record)
+    return records
+
+
+def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True) -> None:
+    """Sweep, train, evaluate and explain every seed of one (task, model); each finished seed writes record.json."""
+    from .evaluation.report import evaluate
+    from .explanation import explain
+
+    spec = cfg.models[name]
+    data = str(Path(cfg.data_root) / task)
+    task_opts = dict(cfg.tasks[task] or {})
+    sweep = {**(spec.get("sweep") or {}), **(task_opts.pop("sweep", None) or {})}  # a task's sweep wins
+    train_opts = {**cfg.train, **task_opts, **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
+    for seed in cfg.seeds:
+        record_path = _record_path(cfg, task, name, seed)
+        if record_path.exists():
+            continue
+        chosen = choose_settings(cfg, task, name, {**spec, "sweep": sweep}, train_opts)
+        options = {**train_opts, **chosen["options"]}
+        out = record_path.parent
+        sweep_run = Path(chosen["run"]) if seed == 0 and chosen.get("run") else None
+        run = sweep_run if sweep_run and (sweep_run / "best.pt").exists() else out / "run"
+        print(f"[{task} / {name} / seed {seed}] training", flush=True)
+        timing = _train(cfg, task, spec, run, epochs=cfg.epochs, seed=seed, options=options)
+        ckpt = run / "best.pt"
+        metrics = evaluate(ckpt, data, split="test", out=out / "eval", n_boot=cfg.n_boot)
+        loc = explain(ckpt, data, out=out / "explain", **{"split": "test", "n_boot": cfg.n_boot, **cfg.explain})
+        run_cfg = json.loads((run / "config.json").read_text())
+        small = [r for r in metrics.get("sensitivity_by_lesion_size", []) if r["tercile"] == "small"]
+        summary = loc.localization
+        record = {
+            "task": task, "model": name, "seed": seed,
+            **{k: metrics[k]["value"] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")},
+            "small_lesion_sensitivity": small[0]["sensitivity"] if small else None,
+            "pointing_game": summary.get("pointing_game", {}).get("value"),
+            "energy_lift": summary.get("energy_lift", {}).get("value"),
+            "epochs": cfg.epochs, "img_size": run_cfg["img_size"], "in_chans": run_cfg["in_chans"],
+            "num_classes": run_cfg["num_classes"], **timing, "run": str(run),
+            "timm_model": spec["model"], "train_options": options, "cam": summary.get("method"),
+            "date": date.today().isoformat(),
+        }
+        write_json(record_path, record)
+        if cost:
+            model_cost(cfg, task, name, record)
+        write_json(cfg.results, collect_records(cfg))  # after every run: safe to interrupt
+
+
+def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
+          only_tasks: Optional[List[str]] = None) -> List[tuple]:
+    """(task, model) pairs in priority order: models in config order, each on every task."""
+    for group, known in (("models", cfg.models), ("tasks", cfg.tasks)):
+        asked = {"models": only_models, "tasks": only_tasks}[group] or []
+        unknown = sorted(set(asked) - set(known))
+        if unknown:
+            raise ValueError(f"{unknown} not in the config's {group} {list(known)}")
+    return [(task, name) for name in cfg.models if not only_models or name in only_models
+            for task in cfg.tasks if not only_tasks or task in only_tasks]
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
-                  only_tasks: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Train, evaluate, explain and cost every (task, model, seed) not yet in ``cfg.results``."""
-    from .evaluation.report import evaluate
-    from .explanation import explain
-    from .training.checkpoint import load_model
+                  only_tasks: Optional[List[str]] = None, cost: bool = True, jobs: int = 1,
+                  config_path: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Train, evaluate, explain and cost every (task, model, seed) that has no record yet.
 
-    results_path = Path(cfg.results)
-    records: List[Dict[str, Any]] = json.loads(results_path.read_text()) if results_path.exists() else []
-    done = {(r["task"], r["model"], r["seed"]) for r in records}
-    for task, task_opts in cfg.tasks.items():
-        if only_tasks and task not in only_tasks:
-            continue
-        data = str(Path(cfg.data_root) / task)
-        for name, spec in cfg.models.items():
-            if only_models and name not in only_models:
-                continue
-            for seed in cfg.seeds:
-                if (task, name, seed) in done:
-                    continue
-                out = Path(cfg.out) / task / name / f"seed{seed}"
-                out.mkdir(parents=True, exist_ok=True)
-                train_opts = {**cfg.train, **(task_opts or {}),
-                              **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
-                train_opts.update(choose_settings(cfg, task, name, spec, train_opts))
-                cmd = [sys.executable, "-m", "rensenet", "train", "--data", data, "--model", spec["model"],
-                       "--out", str(out / "run"), "--epochs", str(cfg.epochs), "--seed", str(seed), "--no-progress",
-                       *_options(train_opts)]
-                if (out / "run" / "last.pt").exists():
-                    cmd.append("--resume")
-                print(f"[{task} / {name} / seed {seed}] training", flush=True)
-                seconds, peak_mb = _run_train(cmd, out / "log.txt")
-                ckpt = out / "run" / "best.pt"
-                metrics = evaluate(ckpt, data, split="test", out=out / "eval", n_boot=cfg.n_boot)
-                loc = explain(ckpt, data, out=out / "explain", **{"split": "test", "n_boot": cfg.n_boot, **cfg.explain})
-                model, run_cfg = load_model(ckpt)
-                cost = measure_cost(model, in_chans=run_cfg["in_chans"], img_size=run_cfg["img_size"])
-                small = [r for r in metrics.get("sensitivity_by_lesion_size", []) if r["tercile"] == "small"]
-                summary = loc.localization
-                record = {
-                    "task": task, "model": name, "seed": seed,
-                    **{k: metrics[k]["value"] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")},
-                    "small_lesion_sensitivity": small[0]["sensitivity"] if small else None,
-                    "pointing_game": summary.get("pointing_game", {}).get("value"),
-                    "energy_lift": summary.get("energy_lift", {}).get("value"),
-                    **cost, "peak_train_mem_mb": round(peak_mb, 1), "epochs": cfg.epochs,
-                    "img_size": run_cfg["img_size"], "train_seconds": round(seconds, 1),
-                    "timm_model": spec["model"], "train_options": train_opts, "cam": summary.get("method"),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-                    "date": date.today().isoformat(), "command": " ".join(shlex.quote(c) for c in cmd[1:]),
-                }
-                records.append(record)
-                write_json(results_path, records)  # after every run: safe to interrupt
+    ``jobs > 1`` runs that many (task, model) units at once, each in its own ``rensenet benchmark`` process
+    (``config_path`` is needed for that) with its share of the CPU threads: for a GPU, or a machine with many
+    cores. ``cost=False`` leaves the CPU cost to a later ``--costs-only`` pass on the machine it should describe.
+    """
+    todo = units(cfg, only_models=only_models, only_tasks=only_tasks)
+    if jobs <= 1:
+        for task, name in todo:
+            run_unit(cfg, task, name, cost=cost)
+    else:
+        if config_path is None:
+            raise ValueError("jobs > 1 needs config_path (each unit runs as its own `rensenet benchmark`)")
+        from concurrent.futures import ThreadPoolExecutor
+
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+        logs = Path(cfg.out) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+
+        def one(unit: tuple) -> Optional[str]:
+            task, name = unit
+            cmd = [sys.executable, "-m", "rensenet", "benchmark", "--config", config_path, "--tasks", task,
+                   "--models", name, "--no-report"] + ([] if cost else ["--no-cost"])
+            try:
+                _run_child(cmd, logs / f"{task}--{name}.log", env=env)
+            except RuntimeError as e:
+                return f"{task} / {name}: {e}"
+            return None
+
+        with ThreadPoolExecutor(jobs) as pool:
+            failures = [f for f in pool.map(one, todo) if f]
+        if failures:
+            print("failed units:\n  " + "\n  ".join(failures), file=sys.stderr)
+    records = collect_records(cfg)
+    write_json(cfg.results, records)
+    return records
+
+
+def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
+    """Measure on this machine the cost of every (task, model) that has records but no cost yet."""
+    seen = set()
+    for record in collect_records(cfg, with_cost=False):
+        key = (record["task"], record["model"])
+        if key not in seen:
+            seen.add(key)
+            print(f"[{key[0]} / {key[1]}] cost", flush=True)
+            model_cost(cfg, *key, record)
+    records = collect_records(cfg)
+    write_json(cfg.results, records)
     return records
 
 
@@ -253,21 +399,46 @@ def paired_test(records: List[Dict[str, Any]], task: str, a: str, b: str, metric
     return {"n_seeds": len(seeds), "mean_difference": float((x - y).mean()), "p_value": p}
 
 
-def heatmap_comparison(cfg: BenchmarkConfig, task: str, *, seed: int = 0, n: int = 8) -> Optional[Path]:
-    """Every model's heatmap (its default CAM) on the same first ``n`` test lesions, side by side."""
+def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str, *, n: int = 8) -> Optional[Path]:
+    """Every model's heatmap (its default CAM) on the same first ``n`` test lesions, side by side.
+
+    Each model is shown from its lowest seed that still has a checkpoint; a model with none (results copied
+    from another machine) is left out, and with no checkpoint at all the figure is not redrawn (None).
+    """
     from .explanation import compare_models, explain_model
 
     data = str(Path(cfg.data_root) / task)
     explanations = {}
     for name in cfg.models:
-        ckpt = Path(cfg.out) / task / name / f"seed{seed}" / "run" / "best.pt"
-        if ckpt.exists():
-            explanations[name] = explain_model(ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False,
-                                                              "n_boot": 10})
+        runs = sorted((r["seed"], Path(r["run"]) / "best.pt") for r in records if r["task"] == task and r["model"] == name)
+        found = [(seed, ckpt) for seed, ckpt in runs if ckpt.exists()]
+        if found:
+            seed, ckpt = found[0]
+            explanations[f"{name} (seed {seed})"] = explain_model(
+                ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False, "n_boot": 10})
     if not explanations or not len(next(iter(explanations.values())).lesion_rows):
         return None
     path = compare_models(explanations, Path(cfg.report).parent, n=n)
-    return path.rename(path.with_name(f"heatmaps_{task}.png"))
+    return path.replace(path.with_name(f"heatmaps_{task}.png"))
+
+
+def _sweep_table(cfg: BenchmarkConfig, task: str) -> List[str]:
+    """The validation sweep behind each model's settings, so the choices are on record."""
+    rows = []
+    for name in cfg.models:
+        path = Path(cfg.out) / "sweep" / task / name / "chosen.json"
+        if path.exists():
+            chosen = json.loads(path.read_text())
+            tried = ", ".join(f"{_fmt_opts(t['options'])}: {t['val_auc']:.3f}" for t in chosen["tried"])
+            rows.append(f"| {name} | {_fmt_opts(chosen['options'])} | {tried} |")
+    if not rows:
+        return []
+    return ["Settings chosen on validation AUC (seed 0):", "", "| model | chosen | tried: best val AUC |",
+            "|---|---|---|", *rows, ""]
+
+
+def _fmt_opts(opts: Dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in opts.items()) or "default"
 
 
 def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: str = "rensenet_s") -> str:
@@ -282,15 +453,19 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
     cols = ["auc", "accuracy", "sensitivity", "specificity", "f1", "small_lesion_sensitivity", "pointing_game",
             "energy_lift", "params", "gflops", "train_img_per_s", "infer_ms_batch1", "infer_img_per_s_batch64",
             "peak_train_mem_mb", "train_seconds"]
-    lines = [f"# Benchmark ({date.today().isoformat()})", "",
-             f"{cfg.epochs} epochs, seeds {cfg.seeds}, test split; mean +- std over seeds. Machine: "
-             f"{records[0]['machine'] if records else '?'}.", ""]
+    train_on = sorted({r.get("train_machine", "?") for r in records})
+    cost_on = sorted({r["cost_machine"] for r in records if r.get("cost_machine")})
+    preamble = Path(cfg.preamble).read_text().rstrip() + "\n" if cfg.preamble and Path(cfg.preamble).exists() else ""
+    lines = [preamble or f"# Benchmark ({date.today().isoformat()})", "", "## Tables (written by `rensenet benchmark`)", "",
+             f"{cfg.epochs} epochs, seeds {cfg.seeds}, test split; mean +- std over seeds (n = seeds that finished).",
+             f"Trained and evaluated on: {'; '.join(train_on) or '-'}. Cost columns (params, GFLOPs, throughput, "
+             f"latency, peak memory) measured on: {'; '.join(cost_on) or '-'}.", ""]
     report_dir = Path(cfg.report).parent
     for task in cfg.tasks:
         rows = [r for r in records if r["task"] == task]
         if not rows:
             continue
-        lines += [f"## {task}", "", "| model | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        lines += [f"### {task}", "", "| model | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
         means = {}
         for name in cfg.models:
             rs = [r for r in rows if r["model"] == name]
@@ -311,6 +486,8 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
                               f"{test['mean_difference']:+.4f}, paired t-test over {test['n_seeds']} seeds p = {test['p_value']:.3g}."]
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for name, m in means.items():
+            if not m["gflops"] > 0:  # cost not measured yet (--no-cost)
+                continue
             ax.scatter(m["gflops"], m["auc"])
             ax.annotate(name, (m["gflops"], m["auc"]), fontsize=7)
         ax.set_xscale("log")
@@ -320,8 +497,10 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
         fig.tight_layout()
         save_figure(report_dir / f"auc_vs_gflops_{task}.png", fig, dpi=130)
         lines += ["", f"![AUC vs GFLOPs](auc_vs_gflops_{task}.png)", ""]
-        if heatmap_comparison(cfg, task) is not None:
-            lines += [f"![Heatmaps of every model on the same test lesions](heatmaps_{task}.png)", ""]
+        heatmaps = report_dir / f"heatmaps_{task}.png"
+        if heatmap_comparison(cfg, rows, task) is not None or heatmaps.exists():
+            lines += [f"![Heatmaps of every model on the same test lesions]({heatmaps.name})", ""]
+        lines += _sweep_table(cfg, task)
     text = "\n".join(lines) + "\n"
     write_text(cfg.report, text)
     return text

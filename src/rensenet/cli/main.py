@@ -37,6 +37,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS", help="patience on val AUC; 0 = off")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--device", default="auto")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory (about 1.15x faster on CPU, same results up to rounding)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
 
@@ -50,7 +52,7 @@ def _run_train(a: argparse.Namespace) -> None:
         warmup_epochs=a.warmup_epochs, seed=a.seed, augment=a.augment, in_chans=a.in_chans, window=a.window,
         train_split=a.train_split, val_split=a.val_split, model_kwargs=a.model_kwargs,
         early_stopping=a.early_stopping, workers=a.workers, device=a.device, progress=not a.no_progress,
-        resume=a.resume,
+        resume=a.resume, channels_last=a.channels_last,
     )
     train(cfg)
 
@@ -144,18 +146,29 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="YAML file, e.g. benchmarks/full.yaml")
     p.add_argument("--models", nargs="+", default=None, help="only these model entries (run in pieces)")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="(task, model) units run at once, each in its own process (for a GPU or many cores)")
+    p.add_argument("--no-cost", action="store_true",
+                   help="skip the CPU cost measurements (e.g. training on a GPU; add them later with --costs-only)")
+    p.add_argument("--costs-only", action="store_true",
+                   help="only measure, on this machine, the cost of every model that has results")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
+    p.add_argument("--no-report", action="store_true", help="do not write the report")
 
 
 def _run_benchmark(a: argparse.Namespace) -> None:
-    from ..benchmark import BenchmarkConfig, report, run_benchmark
+    from ..benchmark import BenchmarkConfig, add_costs, collect_records, report, run_benchmark
 
     cfg = BenchmarkConfig.load(a.config)
     if a.report_only:
-        records = json.loads(Path(cfg.results).read_text()) if Path(cfg.results).exists() else []
+        records = collect_records(cfg)
+    elif a.costs_only:
+        records = add_costs(cfg)
     else:
-        records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks)
-    report(cfg, records)
+        records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks, cost=not a.no_cost, jobs=a.jobs,
+                                config_path=a.config)
+    if not a.no_report:
+        report(cfg, records)
     print(f"{len(records)} runs in {cfg.results}; report: {cfg.report}")
 
 

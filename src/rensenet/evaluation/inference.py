@@ -1,11 +1,14 @@
 """Batched inference that returns class probabilities in dataset order."""
 from __future__ import annotations
 
+import copy
 from typing import Iterable, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ..models.inference import optimize_for_inference
 
 
 @torch.no_grad()
@@ -48,6 +51,14 @@ def collect_inputs(paths) -> list:
 
 
 @torch.no_grad()
+def _memory_format(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Channels-last input for a channels-last 2D model."""
+    first = next(model.parameters(), None)
+    if x.dim() == 4 and first is not None and first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def predict_files(model: nn.Module, settings: dict, paths, *, window=None, batch_size: int = 64,
                   device: torch.device = torch.device("cpu")):
     """A DataFrame of class probabilities for every image, DICOM file or NIfTI slice under ``paths``.
@@ -82,9 +93,10 @@ def predict_files(model: nn.Module, settings: dict, paths, *, window=None, batch
         else:
             images.append(prepare(torch.from_numpy(read_slice(path, window))[None]))
             rows.append({"path": str(path), "slice": ""})
-    model.eval()
-    probs = [torch.softmax(model(torch.stack(images[i:i + batch_size]).to(device)).float(), 1).cpu()
-             for i in range(0, len(images), batch_size)]
+    model = optimize_for_inference(copy.deepcopy(model))  # BN folded, channels-last: same results, faster
+    with torch.inference_mode():
+        probs = [torch.softmax(model(_memory_format(torch.stack(images[i:i + batch_size]).to(device), model)).float(), 1).cpu()
+                 for i in range(0, len(images), batch_size)]
     p = torch.cat(probs).numpy()
     table = pd.DataFrame(rows)
     for c, name in enumerate(names):

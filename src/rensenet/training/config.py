@@ -35,6 +35,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without a better val AUC; 0 = off
     workers: int = 0
     amp: Optional[bool] = None  # None: on for CUDA, off on CPU
+    channels_last: bool = False  # NHWC memory for 2D models: faster convolutions, same results up to rounding
     device: str = "auto"
     progress: bool = True
     resume: bool = False
@@ -45,7 +46,8 @@ class TrainConfig:
     std: Optional[List[float]] = None
 
     #: Fields that may differ between an interrupted run and its --resume.
-    RESUMABLE_CHANGES = ("epochs", "early_stopping", "workers", "progress", "device", "out", "data", "resume")
+    RESUMABLE_CHANGES = ("epochs", "early_stopping", "workers", "progress", "device", "out", "data", "resume",
+                         "channels_last")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

@@ -132,6 +132,9 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
     seed_everything(cfg.seed)
     model = create_model(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
                          model_kwargs=cfg.model_kwargs).to(ctx.device)
+    memory_format = torch.channels_last if cfg.channels_last and cfg.model_kwargs.get("spatial_dims", 2) == 2 \
+        else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     multi_head = hasattr(model, "forward_heads")
     criterion = RenseNetLoss(backbone=cfg.head_weights[0], ecm=cfg.head_weights[1], fused=cfg.head_weights[2],
                              label_smoothing=cfg.label_smoothing)
@@ -178,7 +181,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                    disable=None if (ctx.is_main and cfg.progress) else True)  # None: off when not a terminal
         for batch in bar:
-            x = batch["image"].to(ctx.device, non_blocking=True)
+            x = batch["image"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
             y = torch.as_tensor(batch["label"]).to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp):
                 loss = criterion(step_module(x), y)
