@@ -29,6 +29,8 @@ RECORD_FIELDS = ("task", "model", "seed", "auc", "accuracy", "sensitivity", "spe
                  "infer_ms_batch1", "infer_img_per_s_batch64", "peak_train_mem_mb", "epochs", "img_size",
                  "train_seconds")
 
+COST_FIELDS = ("params", "gflops", "train_img_per_s", "infer_ms_batch1", "infer_img_per_s_batch64", "peak_train_mem_mb")
+
 
 @dataclass
 class BenchmarkConfig:
@@ -474,7 +476,8 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
             cells = []
             for c in cols:
                 v = np.array([r[c] for r in rs if r.get(c) is not None], dtype=float)
-                cells.append("-" if not len(v) else f"{v.mean():.3g} +- {v.std():.2g}" if len(v) > 1 else f"{v.mean():.3g}")
+                spread = len(v) > 1 and c not in COST_FIELDS  # a cost is one measurement per (task, model)
+                cells.append("-" if not len(v) else f"{v.mean():.3g} +- {v.std():.2g}" if spread else f"{v.mean():.3g}")
             means[name] = {c: np.mean([r[c] for r in rs if r.get(c) is not None] or [np.nan]) for c in cols}
             lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
         baselines = [m for m in means if not m.startswith("rensenet") and not m.startswith("ecm")]

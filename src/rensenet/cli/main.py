@@ -38,7 +38,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--device", default="auto")
     p.add_argument("--channels-last", action="store_true",
-                   help="NHWC memory (about 1.15x faster on CPU, same results up to rounding)")
+                   help="NHWC memory: same results up to rounding; faster on some machines (see benchmarks/PERF.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
 

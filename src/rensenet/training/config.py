@@ -35,7 +35,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without a better val AUC; 0 = off
     workers: int = 0
     amp: Optional[bool] = None  # None: on for CUDA, off on CPU
-    channels_last: bool = False  # NHWC memory for 2D models: faster convolutions, same results up to rounding
+    channels_last: bool = False  # NHWC memory for 2D models: same results up to rounding; speed depends on the machine
     device: str = "auto"
     progress: bool = True
     resume: bool = False
