@@ -169,7 +169,7 @@ def _run_benchmark(a: argparse.Namespace) -> None:
                                 config_path=a.config)
     if not a.no_report:
         report(cfg, records)
-    print(f"{len(records)} runs in {cfg.results}; report: {cfg.report}")
+    print(f"{len(records)} runs in {cfg.results}" + ("" if a.no_report else f"; report: {cfg.report}"))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
