@@ -1,8 +1,9 @@
 """``rensenet benchmark --config FILE``: every model on every task, same splits, seeds, epochs and recipe.
 
-Each (task, model, seed) trains in its own process (so its peak memory is its own), then is evaluated, explained
-and costed; the record is appended to ``results.json`` at once, so an interrupted benchmark resumes where it
-stopped and a finished run is never redone. ``report`` turns the records into Markdown tables and figures.
+Each (task, model, seed) trains in its own process, then is evaluated and explained; its ``record.json`` is
+written at once, so an interrupted benchmark resumes where it stopped and a finished run is never redone.
+``results.json`` gathers the records, each with its model's CPU cost (measured once per task and model, in a
+fresh process), and ``report`` turns them into Markdown tables and figures.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def _run_child(cmd: List[str], log: Path, env: Optional[Dict[str, str]] = None) 
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise RuntimeError(f"{cmd[3] if len(cmd) > 3 else cmd[0]} failed (exit {code}); see {log}")
+        raise RuntimeError(f"child process failed (exit {code}); its command and output are in {log}")
     return time.time() - start, usage.ru_maxrss / 1024.0
 
 

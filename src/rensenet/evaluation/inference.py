@@ -51,14 +51,6 @@ def collect_inputs(paths) -> list:
 
 
 @torch.no_grad()
-def _memory_format(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Channels-last input for a channels-last 2D model."""
-    first = next(model.parameters(), None)
-    if x.dim() == 4 and first is not None and first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def predict_files(model: nn.Module, settings: dict, paths, *, window=None, batch_size: int = 64,
                   device: torch.device = torch.device("cpu")):
     """A DataFrame of class probabilities for every image, DICOM file or NIfTI slice under ``paths``.
@@ -95,8 +87,8 @@ def predict_files(model: nn.Module, settings: dict, paths, *, window=None, batch
             rows.append({"path": str(path), "slice": ""})
     model = optimize_for_inference(copy.deepcopy(model))  # BN folded, channels-last: same results, faster
     with torch.inference_mode():
-        probs = [torch.softmax(model(_memory_format(torch.stack(images[i:i + batch_size]).to(device), model)).float(), 1).cpu()
-                 for i in range(0, len(images), batch_size)]
+        probs = [torch.softmax(model(torch.stack(images[i:i + batch_size]).to(device)).float(), 1).cpu()
+                 for i in range(0, len(images), batch_size)]  # convolutions take NCHW input into NHWC weights
     p = torch.cat(probs).numpy()
     table = pd.DataFrame(rows)
     for c, name in enumerate(names):
