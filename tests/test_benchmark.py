@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import yaml
+from PIL import Image
 
 import rensenet  # noqa: F401
 from rensenet.benchmark import RECORD_FIELDS, BenchmarkConfig, measure_cost, paired_test
@@ -41,12 +43,13 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
         "report": str(tmp_path / "report" / "RESULTS.md"), "seeds": [0, 1], "epochs": 1, "n_boot": 20,
         "train": {"batch_size": 16}, "explain": {"faithfulness": False},
         "tasks": {lung_small.name: {"img_size": 48}},
-        "models": {"rensenet_s": {"model": "rensenet_s"},
+        "models": {"rensenet_s": {"model": "rensenet_s", "sweep": {"lr": [0.02]}},  # one value: used, not swept
                    "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03]}}},
     }
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
-    # two units at once, accuracy only (as on a GPU), then the CPU cost in a second pass
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--jobs", "2", "--no-cost", "--no-report"]) == 0
+    # two units at once, two runs of each at once, accuracy only (as on a GPU), then the CPU cost in a second pass
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--jobs", "2", "--parallel-runs", "2",
+                "--no-cost", "--no-report"]) == 0
     records = json.loads((tmp_path / "results.json").read_text())
     assert sorted((r["model"], r["seed"]) for r in records) == [("rensenet_s", 0), ("rensenet_s", 1),
                                                                 ("resnet18", 0), ("resnet18", 1)]
@@ -61,6 +64,8 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     lr = chosen["options"]["lr"]
     assert lr in (0.01, 0.03) and [t["options"]["lr"] for t in chosen["tried"]] == [0.01, 0.03]
     assert all(r["train_options"]["lr"] == lr for r in records if r["model"] == "resnet18")
+    assert all(r["train_options"]["lr"] == 0.02 for r in records if r["model"] == "rensenet_s")
+    assert not (tmp_path / "runs" / "sweep" / lung_small.name / "rensenet_s").exists()
     # the sweep ran as many epochs as the benchmark: its winner is the seed-0 run, not trained twice
     seed0 = next(r for r in records if r["model"] == "resnet18" and r["seed"] == 0)
     assert seed0["run"] == chosen["run"] and not (tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run").exists()
@@ -73,7 +78,17 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
     assert "| resnet18 | lr=" in report  # the sweep table
     assert (tmp_path / "report" / f"auc_vs_gflops_{lung_small.name}.png").exists()
-    assert (tmp_path / "report" / f"heatmaps_{lung_small.name}.png").stat().st_size > 5000
+    figure = tmp_path / "report" / f"heatmaps_{lung_small.name}.png"
+    assert figure.stat().st_size > 5000
+    size = Image.open(figure).size  # a row per model
+    # results copied from another machine carry no checkpoints: the saved lesion panels still redraw the figure
+    panel = np.load(tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "explain" / "lesions.npz")
+    assert panel["cams"].shape == panel["images"].shape == panel["masks"].shape and len(panel["paths"]) == 8
+    for ckpt in (tmp_path / "runs").rglob("*.pt"):
+        ckpt.unlink()
+    figure.unlink()
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
+    assert Image.open(figure).size == size  # both models again
 
 
 def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:

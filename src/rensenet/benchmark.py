@@ -216,41 +216,51 @@ def _train(cfg: BenchmarkConfig, task: str, spec: Dict[str, Any], run: Path, *, 
     return info
 
 
+def _map(fn, items: List[Any], width: int) -> List[Any]:
+    """``[fn(x) for x in items]``, up to ``width`` at once (each call waits on its own child process)."""
+    if width <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(width, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, Any],
-                    base_opts: Dict[str, Any]) -> Dict[str, Any]:
+                    base_opts: Dict[str, Any], *, parallel_runs: int = 1) -> Dict[str, Any]:
     """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
 
     ``cfg.sweep`` (or a model's own ``sweep``) lists the values: ``lr`` first (at scale 1), then ``img_scale``
     (x the task's ``img_size``, for networks designed for 224 px images) at the best ``lr``. Test data is
     never looked at. Returns ``{"options": {...}, "run": path}``: when the sweep trains as many epochs as the
-    benchmark, the winning sweep run *is* the seed-0 run and is not trained again.
+    benchmark, the winning sweep run *is* the seed-0 run and is not trained again. ``parallel_runs`` trains
+    that many learning rates at once.
     """
     import pandas as pd
 
     sweep = {**cfg.sweep, **(spec.get("sweep") or {})}
     lrs, scales = sweep.get("lr") or [base_opts.get("lr")], sweep.get("img_scale") or [1]
-    if len(lrs) * len(scales) <= 1:
-        return {"options": {}, "run": None}
+    if len(lrs) * len(scales) <= 1:  # nothing to choose: a single value is simply used
+        fixed = {"lr": lrs[0]} if lrs[0] is not None else {}
+        if scales[0] != 1:
+            fixed["img_size"] = int(base_opts["img_size"] * scales[0])
+        return {"options": fixed, "run": None}
     root = Path(cfg.out) / "sweep" / task / name
     if (root / "chosen.json").exists():
         return json.loads((root / "chosen.json").read_text())
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
     epochs = cfg.sweep_epochs or cfg.epochs
-    tried: List[Dict[str, Any]] = []
 
-    def trial(opts: Dict[str, Any]) -> None:
+    def trial(opts: Dict[str, Any]) -> Dict[str, Any]:
         run = root / "-".join(f"{k}{v}" for k, v in opts.items())
         _train(cfg, task, spec, run, epochs=epochs, seed=0, options={**base_opts, **opts})
-        tried.append({"options": opts, "run": str(run),
-                      "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())})
+        return {"options": opts, "run": str(run), "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())}
 
-    for lr in lrs:
-        trial({"lr": lr} if lr is not None else {})
+    tried = _map(trial, [{"lr": lr} if lr is not None else {} for lr in lrs], parallel_runs)
     best_lr = max(tried, key=lambda t: t["val_auc"])["options"]
-    for scale in scales:
-        if scale != 1:
-            trial({**best_lr, "img_size": int(base_opts["img_size"] * scale)})
+    tried += _map(trial, [{**best_lr, "img_size": int(base_opts["img_size"] * s)} for s in scales if s != 1],
+                  parallel_runs)
     best = max(tried, key=lambda t: t["val_auc"])
     chosen = {"options": best["options"], "run": best["run"] if epochs == cfg.epochs else None, "tried": tried}
     write_json(root / "chosen.json", chosen)
@@ -277,8 +287,12 @@ def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dic
     return records
 
 
-def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True) -> None:
-    """Sweep, train, evaluate and explain every seed of one (task, model); each finished seed writes record.json."""
+def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, parallel_runs: int = 1) -> None:
+    """Sweep, train, evaluate and explain every seed of one (task, model); each finished seed writes record.json.
+
+    ``parallel_runs`` trains that many runs of this unit at once (sweep points, then seeds), for a GPU that
+    one small run leaves mostly idle; evaluation follows run by run.
+    """
     from .evaluation.report import evaluate
     from .explanation import explain
 
@@ -287,17 +301,26 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True) -
     task_opts = dict(cfg.tasks[task] or {})
     sweep = {**(spec.get("sweep") or {}), **(task_opts.pop("sweep", None) or {})}  # a task's sweep wins
     train_opts = {**cfg.train, **task_opts, **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
-    for seed in cfg.seeds:
-        record_path = _record_path(cfg, task, name, seed)
-        if record_path.exists():
-            continue
-        chosen = choose_settings(cfg, task, name, {**spec, "sweep": sweep}, train_opts)
-        options = {**train_opts, **chosen["options"]}
-        out = record_path.parent
+    seeds = [seed for seed in cfg.seeds if not _record_path(cfg, task, name, seed).exists()]
+    if not seeds:
+        return
+    chosen = choose_settings(cfg, task, name, {**spec, "sweep": sweep}, train_opts, parallel_runs=parallel_runs)
+    options = {**train_opts, **chosen["options"]}
+
+    def run_dir(seed: int) -> Path:
         sweep_run = Path(chosen["run"]) if seed == 0 and chosen.get("run") else None
-        run = sweep_run if sweep_run and (sweep_run / "best.pt").exists() else out / "run"
+        return sweep_run if sweep_run and (sweep_run / "best.pt").exists() else _record_path(cfg, task, name, seed).parent / "run"
+
+    def train(seed: int) -> Dict[str, Any]:
         print(f"[{task} / {name} / seed {seed}] training", flush=True)
-        timing = _train(cfg, task, spec, run, epochs=cfg.epochs, seed=seed, options=options)
+        return _train(cfg, task, spec, run_dir(seed), epochs=cfg.epochs, seed=seed, options=options)
+
+    if parallel_runs > 1:
+        _map(train, seeds, parallel_runs)
+    for seed in seeds:
+        timing = train(seed)  # at once when trained above
+        record_path = _record_path(cfg, task, name, seed)
+        out, run = record_path.parent, run_dir(seed)
         ckpt = run / "best.pt"
         metrics = evaluate(ckpt, data, split="test", out=out / "eval", n_boot=cfg.n_boot)
         loc = explain(ckpt, data, out=out / "explain", **{"split": "test", "n_boot": cfg.n_boot, **cfg.explain})
@@ -335,30 +358,30 @@ def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
 
 def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
                   only_tasks: Optional[List[str]] = None, cost: bool = True, jobs: int = 1,
-                  config_path: Optional[str] = None) -> List[Dict[str, Any]]:
+                  parallel_runs: int = 1, config_path: Optional[str] = None) -> List[Dict[str, Any]]:
     """Train, evaluate, explain and cost every (task, model, seed) that has no record yet.
 
     ``jobs > 1`` runs that many (task, model) units at once, each in its own ``rensenet benchmark`` process
     (``config_path`` is needed for that) with its share of the CPU threads: for a GPU, or a machine with many
-    cores. ``cost=False`` leaves the CPU cost to a later ``--costs-only`` pass on the machine it should describe.
+    cores; ``parallel_runs`` is passed on to :func:`run_unit`. ``cost=False`` leaves the CPU cost to a later ``--costs-only`` pass on the machine it should describe.
     """
     todo = units(cfg, only_models=only_models, only_tasks=only_tasks)
     if jobs <= 1:
         for task, name in todo:
-            run_unit(cfg, task, name, cost=cost)
+            run_unit(cfg, task, name, cost=cost, parallel_runs=parallel_runs)
     else:
         if config_path is None:
             raise ValueError("jobs > 1 needs config_path (each unit runs as its own `rensenet benchmark`)")
         from concurrent.futures import ThreadPoolExecutor
 
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // (jobs * parallel_runs)))}
         logs = Path(cfg.out) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
 
         def one(unit: tuple) -> Optional[str]:
             task, name = unit
             cmd = [sys.executable, "-m", "rensenet", "benchmark", "--config", config_path, "--tasks", task,
-                   "--models", name, "--no-report"] + ([] if cost else ["--no-cost"])
+                   "--models", name, "--no-report", "--parallel-runs", str(parallel_runs)] + ([] if cost else ["--no-cost"])
             try:
                 _run_child(cmd, logs / f"{task}--{name}.log", env=env)
             except RuntimeError as e:
@@ -405,23 +428,29 @@ def paired_test(records: List[Dict[str, Any]], task: str, a: str, b: str, metric
 def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str, *, n: int = 8) -> Optional[Path]:
     """Every model's heatmap (its default CAM) on the same first ``n`` test lesions, side by side.
 
-    Each model is shown from its lowest seed that still has a checkpoint; a model with none (results copied
-    from another machine) is left out, and with no checkpoint at all the figure is not redrawn (None).
+    Each model is shown from its lowest seed with the saved panel (``explain/lesions.npz``, which travels with
+    the results) or, failing that, a checkpoint; a model with neither is left out, and with none at all the
+    figure is not redrawn (None).
     """
-    from .explanation import compare_models, explain_model
+    from .explanation import compare_panels, explain_model, lesion_panel, load_lesion_panel, save_lesion_panel
 
     data = str(Path(cfg.data_root) / task)
-    explanations = {}
+    panels = {}
     for name in cfg.models:
-        runs = sorted((r["seed"], Path(r["run"]) / "best.pt") for r in records if r["task"] == task and r["model"] == name)
-        found = [(seed, ckpt) for seed, ckpt in runs if ckpt.exists()]
-        if found:
-            seed, ckpt = found[0]
-            explanations[f"{name} (seed {seed})"] = explain_model(
-                ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False, "n_boot": 10})
-    if not explanations or not len(next(iter(explanations.values())).lesion_rows):
+        for r in sorted((r for r in records if r["task"] == task and r["model"] == name), key=lambda r: r["seed"]):
+            saved = _record_path(cfg, task, name, r["seed"]).parent / "explain" / "lesions.npz"
+            ckpt = Path(r["run"]) / "best.pt"
+            if not saved.exists() and ckpt.exists():
+                e = explain_model(ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False, "n_boot": 10})
+                if not len(e.lesion_rows):
+                    return None
+                save_lesion_panel(saved, lesion_panel(e, n))
+            if saved.exists():
+                panels[f"{name} (seed {r['seed']})"] = {k: v[:n] for k, v in load_lesion_panel(saved).items()}
+                break
+    if not panels:
         return None
-    path = compare_models(explanations, Path(cfg.report).parent, n=n)
+    path = compare_panels(panels, Path(cfg.report).parent)
     return path.replace(path.with_name(f"heatmaps_{task}.png"))
 
 
@@ -460,7 +489,7 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
     cost_on = sorted({r["cost_machine"] for r in records if r.get("cost_machine")})
     preamble = Path(cfg.preamble).read_text().rstrip() + "\n" if cfg.preamble and Path(cfg.preamble).exists() else ""
     lines = [preamble or f"# Benchmark ({date.today().isoformat()})", "", "## Tables (written by `rensenet benchmark`)", "",
-             f"{cfg.epochs} epochs, seeds {cfg.seeds}, test split; mean +- std over seeds (n = seeds that finished).",
+             f"{cfg.epochs} epochs, seeds {cfg.seeds}, test split; mean +- sample std over seeds (n = seeds that finished).",
              f"Trained and evaluated on: {'; '.join(train_on) or '-'}. Cost columns (params, GFLOPs, throughput, "
              f"latency, peak memory) measured on: {'; '.join(cost_on) or '-'}.", ""]
     report_dir = Path(cfg.report).parent
@@ -478,16 +507,22 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
             for c in cols:
                 v = np.array([r[c] for r in rs if r.get(c) is not None], dtype=float)
                 spread = len(v) > 1 and c not in COST_FIELDS  # a cost is one measurement per (task, model)
-                cells.append("-" if not len(v) else f"{v.mean():.3g} +- {v.std():.2g}" if spread else f"{v.mean():.3g}")
+                cells.append("-" if not len(v) else f"{v.mean():.3g} +- {v.std(ddof=1):.2g}" if spread else f"{v.mean():.3g}")
             means[name] = {c: np.mean([r[c] for r in rs if r.get(c) is not None] or [np.nan]) for c in cols}
             lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
         baselines = [m for m in means if not m.startswith("rensenet") and not m.startswith("ecm")]
-        if reference in means and baselines:
-            best = max(baselines, key=lambda m: means[m]["auc"])
-            test = paired_test(records, task, reference, best)
-            if test:
-                lines += ["", f"{reference} vs the best baseline on AUC ({best}): difference "
-                              f"{test['mean_difference']:+.4f}, paired t-test over {test['n_seeds']} seeds p = {test['p_value']:.3g}."]
+        others = [m for m in means if m != reference]
+        if reference in means and others:
+            # the best plain baseline, and the best model of any kind when that is another one (an ECM hybrid)
+            best = {"the best baseline": max(baselines, key=lambda m: means[m]["auc"])} if baselines else {}
+            top = max(others, key=lambda m: means[m]["auc"])
+            if top not in best.values():
+                best["the best other model"] = top
+            for label, other in best.items():
+                test = paired_test(records, task, reference, other)
+                if test:
+                    lines += ["", f"{reference} vs {label} on AUC ({other}): difference {test['mean_difference']:+.4f}, "
+                                  f"paired t-test over {test['n_seeds']} seeds p = {test['p_value']:.3g}."]
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for name, m in means.items():
             if not m["gflops"] > 0:  # cost not measured yet (--no-cost)

@@ -148,6 +148,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
     p.add_argument("--jobs", type=int, default=1,
                    help="(task, model) units run at once, each in its own process (for a GPU or many cores)")
+    p.add_argument("--parallel-runs", type=int, default=1,
+                   help="training runs of one unit at once (sweep points, then seeds): a GPU idles under one small run")
     p.add_argument("--no-cost", action="store_true",
                    help="skip the CPU cost measurements (e.g. training on a GPU; add them later with --costs-only)")
     p.add_argument("--costs-only", action="store_true",
@@ -166,7 +168,7 @@ def _run_benchmark(a: argparse.Namespace) -> None:
         records = add_costs(cfg)
     else:
         records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks, cost=not a.no_cost, jobs=a.jobs,
-                                config_path=a.config)
+                                parallel_runs=a.parallel_runs, config_path=a.config)
     if not a.no_report:
         report(cfg, records)
     print(f"{len(records)} runs in {cfg.results}" + ("" if a.no_report else f"; report: {cfg.report}"))

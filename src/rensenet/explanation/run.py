@@ -11,7 +11,7 @@ import torch
 
 from ..data import read_manifest, select_split
 from ..data.pipeline import make_dataset
-from ..io import write_csv, write_json
+from ..io import atomic_write, write_csv, write_json
 from ..training.checkpoint import load_model
 from ..training.distributed import resolve_device
 from .cam import compute_cams, default_target_layers, road_scores
@@ -125,6 +125,22 @@ def _titles(e: Explanation, rows: Sequence[int]) -> List[str]:
     return out
 
 
+def lesion_panel(e: Explanation, n: int = 8) -> Dict[str, np.ndarray]:
+    """The first ``n`` lesions of a split with this model's lesion-class heatmaps: what a comparison figure needs."""
+    rows = e.lesion_rows[:n]
+    return {"paths": e.frame["path"].to_numpy()[rows].astype(str), "images": e.images[rows].astype(np.float16),
+            "masks": e.masks[rows], "cams": e.lesion_cams[:n].astype(np.float16)}  # float16: small enough to travel
+
+
+def save_lesion_panel(path: Union[str, Path], panel: Dict[str, np.ndarray]) -> Path:
+    return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **panel))
+
+
+def load_lesion_panel(path: Union[str, Path]) -> Dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
 def write_explanation(e: Explanation, out: Union[str, Path], *, class_names: Sequence[str], n_sheet: int = 8) -> Explanation:
     """localization.json, localization.csv and contact sheets of the most and least confident cases."""
     out = Path(out)
@@ -143,6 +159,7 @@ def write_explanation(e: Explanation, out: Union[str, Path], *, class_names: Seq
         contact_sheet(out / "lesions.png", e.images[rows], e.lesion_cams[:n_sheet], e.masks[rows], _titles(e, rows),
                       heading=f"{e.model_name}: heatmaps of the lesion class on the first lesions")
         e.figures.insert(0, ("lesions", "lesions.png"))
+        save_lesion_panel(out / "lesions.npz", lesion_panel(e, n_sheet))  # redraws comparisons without the checkpoint
     return e
 
 
@@ -155,11 +172,14 @@ def explain(checkpoint, data, *, out, split: str = "test", **kwargs: Any) -> Exp
 
 def compare_models(explanations: Dict[str, Explanation], out: Union[str, Path], *, n: int = 8) -> Path:
     """Side-by-side heatmaps of several models on the same first ``n`` lesions (same split, same order)."""
-    first = next(iter(explanations.values()))
-    paths = [list(e.frame["path"].to_numpy()[e.lesion_rows[:n]]) for e in explanations.values()]
-    if any(p != paths[0] for p in paths):
+    return compare_panels({name: lesion_panel(e, n) for name, e in explanations.items()}, out)
+
+
+def compare_panels(panels: Dict[str, Dict[str, np.ndarray]], out: Union[str, Path]) -> Path:
+    """``comparison.png`` from :func:`lesion_panel` s of several models, which must show the same images."""
+    first = next(iter(panels.values()))
+    if any(list(p["paths"]) != list(first["paths"]) for p in panels.values()):
         raise ValueError("models were explained on different images; use the same --data, --split and --limit")
-    rows = first.lesion_rows[:n]
-    return model_comparison(Path(out) / "comparison.png", first.images[rows], first.masks[rows],
-                            {name: e.lesion_cams[:n] for name, e in explanations.items()},
+    return model_comparison(Path(out) / "comparison.png", first["images"].astype(np.float32), first["masks"],
+                            {name: p["cams"].astype(np.float32) for name, p in panels.items()},
                             heading="heatmap of the lesion class; green: lesion outline")
