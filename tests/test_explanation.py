@@ -155,3 +155,23 @@ def test_explain_cli_writes_scores_and_figures(lung_small: Path, tmp_path: Path)
     # a wrong layer name is a clear error
     assert cli(["explain", "--checkpoint", str(tmp_path / "a" / "best.pt"), "--data", str(lung_small),
                 "--out", str(tmp_path / "y"), "--target-layer", "nope"]) == 2
+
+
+def test_compare_panels_shows_a_2x_input_model_at_the_common_size(tmp_path: Path) -> None:
+    """A baseline tried at 2x input explains a 96 px image; its heatmap is drawn over the 48 px one, in place."""
+    from rensenet.explanation import compare_panels
+    from rensenet.explanation.run import _resize
+
+    images, masks = np.random.default_rng(0).random((2, 48, 48)), np.zeros((2, 48, 48), bool)
+    native, doubled = np.zeros((2, 48, 48)), np.zeros((2, 96, 96))
+    native[:, 30, 10] = doubled[:, 60:62, 20:22] = 1.0
+    resized = _resize(doubled, (48, 48))
+    assert resized.shape == (2, 48, 48)
+    assert [np.unravel_index(m.argmax(), m.shape) for m in resized] == [(30, 10)] * 2  # the same pixel as native
+    paths = np.array(["a.png", "b.png"])
+    panels = {"a": {"paths": paths, "images": images, "masks": masks, "cams": native},
+              "b": {"paths": paths, "images": np.zeros((2, 96, 96)), "masks": masks, "cams": doubled}}
+    assert compare_panels(panels, tmp_path).stat().st_size > 1000
+    panels["b"]["paths"] = np.array(["a.png", "c.png"])
+    with pytest.raises(ValueError, match="different images"):
+        compare_panels(panels, tmp_path)

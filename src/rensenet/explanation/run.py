@@ -175,11 +175,20 @@ def compare_models(explanations: Dict[str, Explanation], out: Union[str, Path], 
     return compare_panels({name: lesion_panel(e, n) for name, e in explanations.items()}, out)
 
 
+def _resize(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Heatmaps (N, h, w) at ``size``: a model tried at 2x input explains a 2x image, shown at the common size."""
+    t = torch.from_numpy(maps.astype(np.float32))[:, None]
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = torch.nn.functional.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+    return t[:, 0].numpy()
+
+
 def compare_panels(panels: Dict[str, Dict[str, np.ndarray]], out: Union[str, Path]) -> Path:
     """``comparison.png`` from :func:`lesion_panel` s of several models, which must show the same images."""
     first = next(iter(panels.values()))
     if any(list(p["paths"]) != list(first["paths"]) for p in panels.values()):
         raise ValueError("models were explained on different images; use the same --data, --split and --limit")
+    size = first["images"].shape[-2:]
     return model_comparison(Path(out) / "comparison.png", first["images"].astype(np.float32), first["masks"],
-                            {name: p["cams"].astype(np.float32) for name, p in panels.items()},
+                            {name: _resize(p["cams"], size) for name, p in panels.items()},
                             heading="heatmap of the lesion class; green: lesion outline")
