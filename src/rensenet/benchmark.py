@@ -363,7 +363,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
 
     ``jobs > 1`` runs that many (task, model) units at once, each in its own ``rensenet benchmark`` process
     (``config_path`` is needed for that) with its share of the CPU threads: for a GPU, or a machine with many
-    cores; ``parallel_runs`` is passed on to :func:`run_unit`. ``cost=False`` leaves the CPU cost to a later ``--costs-only`` pass on the machine it should describe.
+    cores; ``parallel_runs`` is passed on to :func:`run_unit`. ``cost=False`` leaves the CPU cost to a later
+    ``--costs-only`` pass on the machine it should describe.
     """
     todo = units(cfg, only_models=only_models, only_tasks=only_tasks)
     if jobs <= 1:
