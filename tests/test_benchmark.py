@@ -87,8 +87,10 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     for ckpt in (tmp_path / "runs").rglob("*.pt"):
         ckpt.unlink()
     figure.unlink()
+    (tmp_path / "results.json").unlink()
     assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
     assert Image.open(figure).size == size  # both models again
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 4  # the report's records, rewritten
 
 
 def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:
