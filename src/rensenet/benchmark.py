@@ -287,6 +287,13 @@ def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dic
     return records
 
 
+def save_results(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
+    """Every finished run's record, with costs, written to ``cfg.results`` (the issue's results.json) and returned."""
+    records = collect_records(cfg)
+    write_json(cfg.results, records)
+    return records
+
+
 def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, parallel_runs: int = 1) -> None:
     """Sweep, train, evaluate and explain every seed of one (task, model); each finished seed writes record.json.
 
@@ -341,7 +348,7 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         write_json(record_path, record)
         if cost:
             model_cost(cfg, task, name, record)
-        write_json(cfg.results, collect_records(cfg))  # after every run: safe to interrupt
+        save_results(cfg)  # after every run: safe to interrupt
 
 
 def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
@@ -393,9 +400,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
             failures = [f for f in pool.map(one, todo) if f]
         if failures:
             print("failed units:\n  " + "\n  ".join(failures), file=sys.stderr)
-    records = collect_records(cfg)
-    write_json(cfg.results, records)
-    return records
+    return save_results(cfg)
 
 
 def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
@@ -407,9 +412,7 @@ def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
             seen.add(key)
             print(f"[{key[0]} / {key[1]}] cost", flush=True)
             model_cost(cfg, *key, record)
-    records = collect_records(cfg)
-    write_json(cfg.results, records)
-    return records
+    return save_results(cfg)
 
 
 def paired_test(records: List[Dict[str, Any]], task: str, a: str, b: str, metric: str = "auc") -> Optional[Dict[str, float]]:

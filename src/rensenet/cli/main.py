@@ -159,13 +159,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(a: argparse.Namespace) -> None:
-    from ..benchmark import BenchmarkConfig, add_costs, collect_records, report, run_benchmark
-    from ..io import write_json
+    from ..benchmark import BenchmarkConfig, add_costs, report, run_benchmark, save_results
 
     cfg = BenchmarkConfig.load(a.config)
     if a.report_only:
-        records = collect_records(cfg)
-        write_json(cfg.results, records)  # the records of the report, as the other modes leave them
+        records = save_results(cfg)
     elif a.costs_only:
         records = add_costs(cfg)
     else:
