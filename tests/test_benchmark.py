@@ -37,6 +37,24 @@ def test_paired_test_over_seeds() -> None:
     assert out["n_seeds"] == 3 and out["mean_difference"] == pytest.approx(0.1, abs=1e-9) and out["p_value"] < 0.01
 
 
+def test_cost_measured_for_other_settings_is_not_reported(tmp_path: Path) -> None:
+    # a 2x-input trial that wins after the cost was measured at 1x must not inherit the 1x GFLOPs
+    from rensenet.benchmark import collect_records
+
+    cfg = BenchmarkConfig(tasks={"t": {}}, models={"a": {"model": "densenet121"}}, seeds=[0], out=str(tmp_path))
+    record = {"task": "t", "model": "a", "seed": 0, "num_classes": 2, "in_chans": 1, "img_size": 96,
+              "timm_model": "densenet121", "train_options": {"lr": 0.01}}
+    (tmp_path / "t" / "a" / "seed0").mkdir(parents=True)
+    (tmp_path / "t" / "a" / "seed0" / "record.json").write_text(json.dumps(record))
+    (tmp_path / "costs" / "t").mkdir(parents=True)
+    cost = tmp_path / "costs" / "t" / "a.json"
+    spec = {"num_classes": 2, "in_chans": 1, "img_size": 48, "model": "densenet121", "model_kwargs": {}}
+    cost.write_text(json.dumps({"gflops": 0.25, "spec": spec}))
+    assert "gflops" not in collect_records(cfg)[0]
+    cost.write_text(json.dumps({"gflops": 0.99, "spec": {**spec, "img_size": 96}}))
+    assert collect_records(cfg)[0]["gflops"] == 0.99 and "spec" not in collect_records(cfg)[0]
+
+
 def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path) -> None:
     cfg = {
         "data_root": str(lung_small.parent), "out": str(tmp_path / "runs"), "results": str(tmp_path / "results.json"),

@@ -156,6 +156,21 @@ def _cost_child() -> None:
     print(json.dumps(measure_cost(model, in_chans=spec["in_chans"], img_size=spec["img_size"])))
 
 
+def _cost_spec(record: Dict[str, Any]) -> Dict[str, Any]:
+    """What a cost depends on: the model, its options and the input it was measured at."""
+    spec = {k: record[k] for k in ("num_classes", "in_chans", "img_size")}
+    spec.update(model=record["timm_model"], model_kwargs=record["train_options"].get("model_kwargs") or {})
+    return spec
+
+
+def _cached_cost(path: Path, spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The cost cached at ``path``, unless it was measured for other settings (e.g. before a 2x-input trial won)."""
+    if not path.exists():
+        return None
+    cost = json.loads(path.read_text())
+    return cost if cost.pop("spec", spec) == spec else None  # files written before the spec was kept: as is
+
+
 def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any]) -> Dict[str, float]:
     """Cost of one (task, model) on this machine's CPU, measured once in a fresh process and cached.
 
@@ -163,10 +178,10 @@ def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any
     batch 32) comparable between models, and independent of where the accuracy runs were trained.
     """
     path = Path(cfg.out) / "costs" / task / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    spec = {k: record[k] for k in ("num_classes", "in_chans", "img_size")}
-    spec.update(model=record["timm_model"], model_kwargs=record["train_options"].get("model_kwargs") or {})
+    spec = _cost_spec(record)
+    cached = _cached_cost(path, spec)
+    if cached is not None:
+        return cached
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.with_suffix(".log")
     log.unlink(missing_ok=True)
@@ -175,7 +190,7 @@ def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any
                              json.dumps(spec)], log, env=env)
     cost = json.loads(log.read_text().strip().splitlines()[-1])
     cost.update(peak_train_mem_mb=round(peak_mb, 1), cost_machine=machine_description(cpu=True))
-    write_json(path, cost)
+    write_json(path, {**cost, "spec": spec})
     return cost
 
 
@@ -280,9 +295,9 @@ def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dic
                 path = _record_path(cfg, task, name, seed)
                 if path.exists():
                     record = json.loads(path.read_text())
-                    cost = Path(cfg.out) / "costs" / task / f"{name}.json"
-                    if with_cost and cost.exists():
-                        record.update(json.loads(cost.read_text()))
+                    cost = _cached_cost(Path(cfg.out) / "costs" / task / f"{name}.json", _cost_spec(record))
+                    if with_cost and cost:
+                        record.update(cost)
                     records.append(record)
     return records
 

@@ -55,10 +55,10 @@ def model_comparison(path: Path, images: Sequence[np.ndarray], masks: Sequence[O
         draw_overlay(axes[0, j], images[j], None, masks[j])
         for i, name in enumerate(names):
             draw_overlay(axes[i + 1, j], images[j], cams_by_model[name][j], masks[j])
-    for i, name in enumerate(["CT"] + names):
-        axes[i, 0].text(-0.08, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right",
-                        fontsize=7)
+    for i, name in enumerate(["CT"] + names):  # horizontal, left of the row: long names cannot overlap
+        axes[i, 0].text(-0.08, 0.5, name.replace(" (", "\n("), transform=axes[i, 0].transAxes, va="center",
+                        ha="right", fontsize=7)
     if heading:
         fig.suptitle(heading, fontsize=9)
     fig.tight_layout()
-    return save_figure(path, fig, dpi=130)
+    return save_figure(path, fig, dpi=130, bbox_inches="tight")
