@@ -1,0 +1,62 @@
+"""How long a benchmark config takes on the machine its CPU costs were measured on, from those costs.
+
+    python benchmarks/budget.py --config benchmarks/full.yaml [--tasks lung-nodule-ct kidney-stone-ct]
+
+Per (task, model): the sweep runs (each learning rate at native input, then each larger input scale at the best
+one), plus one run for every seed after the first (the winning sweep run is seed 0), times epochs x training
+images / the measured training images per second. Only the chosen input size is measured, so a model that chose
+2x input is assumed 4x faster at 1x (pixels scale 4x). Evaluation, Grad-CAM and data loading are left out: a
+lower bound.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rensenet.benchmark import BenchmarkConfig
+from rensenet.data.manifest import read_manifest, select_split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="benchmarks/full.yaml")
+    ap.add_argument("--tasks", nargs="+", help="only these tasks (default: all in the config)")
+    args = ap.parse_args()
+    cfg = BenchmarkConfig.load(args.config)
+    out = Path(cfg.out)
+    print("| task | model | input px | train img/s | runs | CPU hours |")
+    print("|---|---|---|---|---|---|")
+    total, missing = 0.0, []
+    for task in args.tasks or list(cfg.tasks):
+        task_opts = dict(cfg.tasks[task] or {})
+        n_train = len(select_split(read_manifest(Path(cfg.data_root) / task, check_files=False), "train"))
+        native = task_opts.get("img_size")
+        task_hours = 0.0
+        for name, spec in cfg.models.items():
+            cost_path = out / "costs" / task / f"{name}.json"
+            if not cost_path.exists():
+                missing.append(f"{task} / {name}")
+                continue
+            speed = json.loads(cost_path.read_text())["train_img_per_s"]
+            chosen = out / "sweep" / task / name / "chosen.json"
+            size = json.loads(chosen.read_text())["options"].get("img_size", native) if chosen.exists() else native
+            speed_1x = speed * (size / native) ** 2 if native else speed
+            sweep = {**cfg.sweep, **(spec.get("sweep") or {}), **(task_opts.get("sweep") or {})}
+            n_lr = len(sweep.get("lr") or [None])
+            scales = [s for s in sweep.get("img_scale") or [1] if s != 1]
+            swept = n_lr + len(scales) > 1
+            image_seconds = (n_lr / speed_1x + sum(1 / (speed_1x / s ** 2) for s in scales)) if swept else 1 / speed
+            runs = (n_lr + len(scales) if swept else 1) + len(cfg.seeds) - 1
+            hours = cfg.epochs * n_train * (image_seconds + (len(cfg.seeds) - 1) / speed) / 3600
+            task_hours += hours
+            print(f"| {task} | {name} | {size} | {speed:.0f} | {runs} | {hours:.2f} |")
+        print(f"| {task} | **all** | | | | **{task_hours:.1f}** |")
+        total += task_hours
+    print(f"\nTotal: {total:.1f} CPU hours ({cfg.epochs} epochs, {len(cfg.seeds)} seeds).")
+    if missing:
+        print("No cost measured yet (left out): " + ", ".join(missing))
+
+
+if __name__ == "__main__":
+    main()
