@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rensenet.benchmark import BenchmarkConfig
+from rensenet.benchmark import BenchmarkConfig, unit_sweep
 from rensenet.data.manifest import read_manifest, select_split
 
 
@@ -29,26 +29,27 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     total, missing = 0.0, []
     for task in args.tasks or list(cfg.tasks):
-        task_opts = dict(cfg.tasks[task] or {})
         n_train = len(select_split(read_manifest(Path(cfg.data_root) / task, check_files=False), "train"))
-        native = task_opts.get("img_size")
+        native = (cfg.tasks[task] or {}).get("img_size")
         task_hours = 0.0
-        for name, spec in cfg.models.items():
+        for name in cfg.models:
             cost_path = out / "costs" / task / f"{name}.json"
             if not cost_path.exists():
                 missing.append(f"{task} / {name}")
                 continue
             speed = json.loads(cost_path.read_text())["train_img_per_s"]
-            chosen = out / "sweep" / task / name / "chosen.json"
-            size = json.loads(chosen.read_text())["options"].get("img_size", native) if chosen.exists() else native
-            speed_1x = speed * (size / native) ** 2 if native else speed
-            sweep = {**cfg.sweep, **(spec.get("sweep") or {}), **(task_opts.get("sweep") or {})}
+            sweep = unit_sweep(cfg, task, name)
             n_lr = len(sweep.get("lr") or [None])
             scales = [s for s in sweep.get("img_scale") or [1] if s != 1]
-            swept = n_lr + len(scales) > 1
-            image_seconds = (n_lr / speed_1x + sum(1 / (speed_1x / s ** 2) for s in scales)) if swept else 1 / speed
-            runs = (n_lr + len(scales) if swept else 1) + len(cfg.seeds) - 1
-            hours = cfg.epochs * n_train * (image_seconds + (len(cfg.seeds) - 1) / speed) / 3600
+            if n_lr + len(scales) > 1:  # swept: the learning rates at 1x, then each larger scale (s^2 the pixels)
+                chosen = json.loads((out / "sweep" / task / name / "chosen.json").read_text())
+                size = chosen["options"].get("img_size", native)
+                speed_1x = speed * (size / native) ** 2
+                sweep_runs, sweep_seconds = n_lr + len(scales), (n_lr + sum(s * s for s in scales)) / speed_1x
+            else:  # one setting, used as is: that run is seed 0
+                size, sweep_runs, sweep_seconds = native, 1, 1 / speed
+            runs = sweep_runs + len(cfg.seeds) - 1
+            hours = cfg.epochs * n_train * (sweep_seconds + (len(cfg.seeds) - 1) / speed) / 3600
             task_hours += hours
             print(f"| {task} | {name} | {size} | {speed:.0f} | {runs} | {hours:.2f} |")
         print(f"| {task} | **all** | | | | **{task_hours:.1f}** |")

@@ -241,6 +241,11 @@ def _map(fn, items: List[Any], width: int) -> List[Any]:
         return list(pool.map(fn, items))
 
 
+def unit_sweep(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, List[Any]]:
+    """The values swept for one (task, model): the config's, overridden by the model's, then by the task's."""
+    return {**cfg.sweep, **(cfg.models[name].get("sweep") or {}), **((cfg.tasks[task] or {}).get("sweep") or {})}
+
+
 def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, Any],
                     base_opts: Dict[str, Any], *, parallel_runs: int = 1) -> Dict[str, Any]:
     """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
@@ -321,7 +326,8 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
     spec = cfg.models[name]
     data = str(Path(cfg.data_root) / task)
     task_opts = dict(cfg.tasks[task] or {})
-    sweep = {**(spec.get("sweep") or {}), **(task_opts.pop("sweep", None) or {})}  # a task's sweep wins
+    task_opts.pop("sweep", None)
+    sweep = unit_sweep(cfg, task, name)
     train_opts = {**cfg.train, **task_opts, **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
     seeds = [seed for seed in cfg.seeds if not _record_path(cfg, task, name, seed).exists()]
     if not seeds:
