@@ -250,7 +250,7 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
                     base_opts: Dict[str, Any], *, parallel_runs: int = 1) -> Dict[str, Any]:
     """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
 
-    ``cfg.sweep`` (or a model's own ``sweep``) lists the values: ``lr`` first (at scale 1), then ``img_scale``
+    :func:`unit_sweep` lists the values: ``lr`` first (at scale 1), then ``img_scale``
     (x the task's ``img_size``, for networks designed for 224 px images) at the best ``lr``. Test data is
     never looked at. Returns ``{"options": {...}, "run": path}``: when the sweep trains as many epochs as the
     benchmark, the winning sweep run *is* the seed-0 run and is not trained again. ``parallel_runs`` trains
@@ -258,7 +258,7 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
     """
     import pandas as pd
 
-    sweep = {**cfg.sweep, **(spec.get("sweep") or {})}
+    sweep = unit_sweep(cfg, task, name)
     lrs, scales = sweep.get("lr") or [base_opts.get("lr")], sweep.get("img_scale") or [1]
     if len(lrs) * len(scales) <= 1:  # nothing to choose: a single value is simply used
         fixed = {"lr": lrs[0]} if lrs[0] is not None else {}
@@ -326,13 +326,12 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
     spec = cfg.models[name]
     data = str(Path(cfg.data_root) / task)
     task_opts = dict(cfg.tasks[task] or {})
-    task_opts.pop("sweep", None)
-    sweep = unit_sweep(cfg, task, name)
+    task_opts.pop("sweep", None)  # what the unit sweeps is unit_sweep's, not a training option
     train_opts = {**cfg.train, **task_opts, **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
     seeds = [seed for seed in cfg.seeds if not _record_path(cfg, task, name, seed).exists()]
     if not seeds:
         return
-    chosen = choose_settings(cfg, task, name, {**spec, "sweep": sweep}, train_opts, parallel_runs=parallel_runs)
+    chosen = choose_settings(cfg, task, name, spec, train_opts, parallel_runs=parallel_runs)
     options = {**train_opts, **chosen["options"]}
 
     def run_dir(seed: int) -> Path:
