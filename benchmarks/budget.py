@@ -4,9 +4,9 @@
 
 Per (task, model): the sweep runs (each learning rate at native input, then each larger input scale at the best
 one), plus one run for every seed after the first (the winning sweep run is seed 0), times epochs x training
-images / the measured training images per second. Only the chosen input size is measured, so a model that chose
-2x input is assumed 4x faster at 1x (pixels scale 4x). Evaluation, Grad-CAM and data loading are left out: a
-lower bound.
+images / the measured training images per second. Only the chosen input size is measured (the cost file says
+which), so a model that chose 2x input is assumed 4x faster at 1x (pixels scale 4x). Evaluation, Grad-CAM and data
+loading are left out: a lower bound.
 """
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from pathlib import Path
 
 from rensenet.benchmark import BenchmarkConfig, unit_sweep
 from rensenet.data.manifest import read_manifest, select_split
+
+
+def _chosen_size(out: Path, task: str, name: str, native: int) -> int:
+    """The input size the unit's sweep chose (for costs cached before they recorded their own)."""
+    chosen = json.loads((out / "sweep" / task / name / "chosen.json").read_text())
+    return chosen["options"].get("img_size", native)
 
 
 def main() -> None:
@@ -37,13 +43,13 @@ def main() -> None:
             if not cost_path.exists():
                 missing.append(f"{task} / {name}")
                 continue
-            speed = json.loads(cost_path.read_text())["train_img_per_s"]
+            cost = json.loads(cost_path.read_text())
+            speed = cost["train_img_per_s"]
             sweep = unit_sweep(cfg, task, name)
             n_lr = len(sweep.get("lr") or [None])
             scales = [s for s in sweep.get("img_scale") or [1] if s != 1]
             if n_lr + len(scales) > 1:  # swept: the learning rates at 1x, then each larger scale (s^2 the pixels)
-                chosen = json.loads((out / "sweep" / task / name / "chosen.json").read_text())
-                size = chosen["options"].get("img_size", native)
+                size = (cost.get("spec") or {}).get("img_size") or _chosen_size(out, task, name, native)
                 speed_1x = speed * (size / native) ** 2
                 sweep_runs, sweep_seconds = n_lr + len(scales), (n_lr + sum(s * s for s in scales)) / speed_1x
             else:  # one setting, used as is: that run is seed 0
