@@ -18,10 +18,12 @@ from rensenet.benchmark import BenchmarkConfig, unit_sweep
 from rensenet.data.manifest import read_manifest, select_split
 
 
-def _chosen_size(out: Path, task: str, name: str, native: int) -> int:
-    """The input size the unit's sweep chose (for costs cached before they recorded their own)."""
-    chosen = json.loads((out / "sweep" / task / name / "chosen.json").read_text())
-    return chosen["options"].get("img_size", native)
+def _cost_size(cost: dict, out: Path, task: str, name: str, native: int) -> int:
+    """The input size a cost was measured at: its own spec, else the sweep's choice (older files), else native."""
+    if (cost.get("spec") or {}).get("img_size"):
+        return cost["spec"]["img_size"]
+    chosen = out / "sweep" / task / name / "chosen.json"
+    return json.loads(chosen.read_text())["options"].get("img_size", native) if chosen.exists() else native
 
 
 def main() -> None:
@@ -44,16 +46,15 @@ def main() -> None:
                 missing.append(f"{task} / {name}")
                 continue
             cost = json.loads(cost_path.read_text())
-            speed = cost["train_img_per_s"]
+            speed, size = cost["train_img_per_s"], _cost_size(cost, out, task, name, native)
             sweep = unit_sweep(cfg, task, name)
             n_lr = len(sweep.get("lr") or [None])
             scales = [s for s in sweep.get("img_scale") or [1] if s != 1]
             if n_lr + len(scales) > 1:  # swept: the learning rates at 1x, then each larger scale (s^2 the pixels)
-                size = (cost.get("spec") or {}).get("img_size") or _chosen_size(out, task, name, native)
                 speed_1x = speed * (size / native) ** 2
                 sweep_runs, sweep_seconds = n_lr + len(scales), (n_lr + sum(s * s for s in scales)) / speed_1x
             else:  # one setting, used as is: that run is seed 0
-                size, sweep_runs, sweep_seconds = native, 1, 1 / speed
+                sweep_runs, sweep_seconds = 1, 1 / speed
             runs = sweep_runs + len(cfg.seeds) - 1
             hours = cfg.epochs * n_train * (sweep_seconds + (len(cfg.seeds) - 1) / speed) / 3600
             task_hours += hours
