@@ -497,15 +497,35 @@ def _fmt_opts(opts: Dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in opts.items()) or "default"
 
 
+def _plot_auc_vs_gflops(path: Path, task: str, means: Dict[str, Dict[str, float]]) -> None:
+    """Mean test AUC (bars: std over seeds) against GFLOPs, one marker per model, named in a legend beside the axes:
+    models of similar cost cluster, and text labels on the points would print over each other."""
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    colors, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    measured = [(name, m) for name, m in means.items() if m["gflops"] > 0]  # cost not measured yet: --no-cost
+    for i, (name, m) in enumerate(measured):
+        ax.errorbar(m["gflops"], m["auc"], yerr=m["auc_std"], fmt=markers[i % len(markers)], color=colors[i % 20],
+                    capsize=2, markersize=6, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs per image")
+    ax.set_ylabel("test AUC (mean, std over seeds)")
+    ax.set_title(task)
+    ax.grid(alpha=0.3)
+    if measured:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.tight_layout()
+    save_figure(path, fig, dpi=130)
+
+
 def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: str = "rensenet_s") -> str:
     """Markdown: mean +- std over seeds per task and model, the paired test against the best baseline, figures."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import save_figure
-
     cols = ["auc", "accuracy", "sensitivity", "specificity", "f1", "small_lesion_sensitivity", "pointing_game",
             "energy_lift", "params", "gflops", "train_img_per_s", "infer_ms_batch1", "infer_img_per_s_batch64",
             "peak_train_mem_mb", "train_seconds"]
@@ -533,6 +553,7 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
                 spread = len(v) > 1 and c not in COST_FIELDS  # a cost is one measurement per (task, model)
                 cells.append("-" if not len(v) else f"{v.mean():.3g} +- {v.std(ddof=1):.2g}" if spread else f"{v.mean():.3g}")
             means[name] = {c: np.mean([r[c] for r in rs if r.get(c) is not None] or [np.nan]) for c in cols}
+            means[name]["auc_std"] = float(np.std([r["auc"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0
             lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
         baselines = [m for m in means if not m.startswith("rensenet") and not m.startswith("ecm")]
         others = [m for m in means if m != reference]
@@ -547,18 +568,7 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
                 if test:
                     lines += ["", f"{reference} vs {label} on AUC ({other}): difference {test['mean_difference']:+.4f}, "
                                   f"paired t-test over {test['n_seeds']} seeds p = {test['p_value']:.3g}."]
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for name, m in means.items():
-            if not m["gflops"] > 0:  # cost not measured yet (--no-cost)
-                continue
-            ax.scatter(m["gflops"], m["auc"])
-            ax.annotate(name, (m["gflops"], m["auc"]), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("GFLOPs per image")
-        ax.set_ylabel("test AUC")
-        ax.set_title(task)
-        fig.tight_layout()
-        save_figure(report_dir / f"auc_vs_gflops_{task}.png", fig, dpi=130)
+        _plot_auc_vs_gflops(report_dir / f"auc_vs_gflops_{task}.png", task, means)
         lines += ["", f"![AUC vs GFLOPs](auc_vs_gflops_{task}.png)", ""]
         heatmaps = report_dir / f"heatmaps_{task}.png"
         if heatmap_comparison(cfg, rows, task) is not None or heatmaps.exists():
