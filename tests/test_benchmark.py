@@ -55,6 +55,27 @@ def test_cost_measured_for_other_settings_is_not_reported(tmp_path: Path) -> Non
     assert collect_records(cfg)[0]["gflops"] == 0.99 and "spec" not in collect_records(cfg)[0]
 
 
+def test_kept_sweep_choice_warns_when_the_grid_grew(tmp_path: Path) -> None:
+    import warnings
+
+    from rensenet.benchmark import choose_settings
+
+    cfg = BenchmarkConfig(tasks={"t": {"img_size": 48}}, models={"a": {"model": "densenet121"}}, out=str(tmp_path),
+                          sweep={"lr": [0.003, 0.01]})
+    root = tmp_path / "sweep" / "t" / "a"
+    root.mkdir(parents=True)
+    kept = {"options": {"lr": 0.01}, "run": None,
+            "tried": [{"options": {"lr": 0.003}}, {"options": {"lr": 0.01}}]}
+    (root / "chosen.json").write_text(json.dumps(kept))
+    spec, opts = cfg.models["a"], {"img_size": 48}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the grid it was chosen from: no warning
+        assert choose_settings(cfg, "t", "a", spec, opts) == kept
+    cfg.sweep = {"lr": [0.003, 0.01, 0.03], "img_scale": [1, 2]}
+    with pytest.warns(UserWarning, match=r"without lr=0.03, img_scale=2, which the config now sweeps"):
+        assert choose_settings(cfg, "t", "a", spec, opts) == kept  # kept, not retrained behind the user's back
+
+
 def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path) -> None:
     cfg = {
         "data_root": str(lung_small.parent), "out": str(tmp_path / "runs"), "results": str(tmp_path / "results.json"),

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -267,7 +268,16 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
         return {"options": fixed, "run": None}
     root = Path(cfg.out) / "sweep" / task / name
     if (root / "chosen.json").exists():
-        return json.loads((root / "chosen.json").read_text())
+        chosen = json.loads((root / "chosen.json").read_text())
+        tried = [t["options"] for t in chosen.get("tried", [])]
+        missing = [f"lr={lr}" for lr in lrs if lr is not None and not any(o.get("lr") == lr for o in tried)] + \
+                  [f"img_scale={s}" for s in scales if s != 1 and "img_size" in base_opts
+                   and not any(o.get("img_size") == int(base_opts["img_size"] * s) for o in tried)]
+        if missing:  # the config's grid grew after the choice: say so rather than silently keep the old one
+            warnings.warn(f"{root / 'chosen.json'} was chosen without {', '.join(missing)}, which the config now "
+                          f"sweeps; delete that file to run them (finished sweep runs are reused) and retrain the "
+                          f"unit's seeds if the choice changes", stacklevel=2)
+        return chosen
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
     epochs = cfg.sweep_epochs or cfg.epochs
