@@ -55,28 +55,44 @@ def test_cost_measured_for_other_settings_is_not_reported(tmp_path: Path) -> Non
     assert collect_records(cfg)[0]["gflops"] == 0.99 and "spec" not in collect_records(cfg)[0]
 
 
-def test_kept_sweep_choice_warns_when_the_grid_grew(tmp_path: Path) -> None:
+def test_grown_sweep_grid_warns_and_sweep_only_chooses_again(tmp_path: Path) -> None:
     import warnings
 
-    from rensenet.benchmark import choose_settings
+    from rensenet.benchmark import _sweep_table, choose_settings, sweep_units
 
     cfg = BenchmarkConfig(tasks={"t": {"img_size": 48}}, models={"a": {"model": "densenet121"}}, out=str(tmp_path),
                           sweep={"lr": [0.003, 0.01]})
     root = tmp_path / "sweep" / "t" / "a"
     root.mkdir(parents=True)
     kept = {"options": {"lr": 0.01}, "run": None,
-            "tried": [{"options": {"lr": 0.003}}, {"options": {"lr": 0.01}}]}
+            "tried": [{"options": {"lr": 0.003}, "val_auc": 0.8}, {"options": {"lr": 0.01}, "val_auc": 0.9}]}
     (root / "chosen.json").write_text(json.dumps(kept))
     spec, opts = cfg.models["a"], {"img_size": 48}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the grid it was chosen from: no warning
         assert choose_settings(cfg, "t", "a", spec, opts) == kept
+    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900 |" in _sweep_table(cfg, "t")
     cfg.sweep = {"lr": [0.003, 0.01, 0.03], "img_scale": [1, 2]}
     with pytest.warns(UserWarning, match=r"without lr=0.03, img_scale=2, which the config now sweeps"):
         assert choose_settings(cfg, "t", "a", spec, opts) == kept  # kept, not retrained behind the user's back
+    # the report says so too, also for a unit whose seeds are all done (then choose_settings is not called)
+    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900; not tried: lr=0.03, img_scale=2 |" in _sweep_table(cfg, "t")
+    # --sweep-only then chooses again; here every point has a finished run (history + timing), so nothing trains
+    cfg.sweep, cfg.epochs, cfg.seeds = {"lr": [0.003, 0.01, 0.03]}, 1, [0, 1]
+    for lr, auc in ((0.003, 0.8), (0.01, 0.9), (0.03, 0.95)):
+        (root / f"lr{lr}").mkdir()
+        (root / f"lr{lr}" / "history.csv").write_text(f"epoch,val_auc\n1,{auc}\n")
+        (root / f"lr{lr}" / "timing.json").write_text("{}")
+    record = tmp_path / "t" / "a" / "seed0" / "record.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"train_options": {"img_size": 48, "lr": 0.01}}))
+    assert sweep_units(cfg) == [f"{record.parent}: trained with img_size=48 lr=0.01, now chosen lr=0.03"]
+    assert json.loads((root / "chosen.json").read_text())["options"] == {"lr": 0.03}
+    record.write_text(json.dumps({"train_options": {"img_size": 48, "lr": 0.03}}))
+    assert sweep_units(cfg) == []  # seed 1 has no record yet: it will train at the new choice
 
 
-def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path) -> None:
+def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path, capsys) -> None:
     cfg = {
         "data_root": str(lung_small.parent), "out": str(tmp_path / "runs"), "results": str(tmp_path / "results.json"),
         "report": str(tmp_path / "report" / "RESULTS.md"), "seeds": [0, 1], "epochs": 1, "n_boot": 20,
@@ -113,6 +129,19 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     stamp = ckpt.stat().st_mtime_ns
     assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0  # nothing left to do
     assert ckpt.stat().st_mtime_ns == stamp and len(json.loads((tmp_path / "results.json").read_text())) == 4
+    # the grid grows after the unit finished: --sweep-only trains the new point alone and names stale seeds
+    cfg["models"]["resnet18"]["sweep"]["lr"] = [0.01, 0.03, 0.1]
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--models", "resnet18", "--sweep-only"]) == 0
+    rechosen = json.loads((tmp_path / "runs" / "sweep" / lung_small.name / "resnet18" / "chosen.json").read_text())
+    assert [t["options"]["lr"] for t in rechosen["tried"]] == [0.01, 0.03, 0.1]
+    assert rechosen["tried"][:2] == chosen["tried"] and ckpt.stat().st_mtime_ns == stamp  # finished runs reused
+    out = capsys.readouterr().out
+    if rechosen["options"] == chosen["options"]:
+        assert "every recorded seed was trained at the current choice" in out
+    else:
+        assert out.count("resnet18/seed") == 2 and "now chosen lr=0.1" in out
     report = (tmp_path / "report" / "RESULTS.md").read_text()
     assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
     assert "| resnet18 | lr=" in report  # the sweep table

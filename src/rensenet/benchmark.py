@@ -247,15 +247,31 @@ def unit_sweep(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, List[Any
     return {**cfg.sweep, **(cfg.models[name].get("sweep") or {}), **((cfg.tasks[task] or {}).get("sweep") or {})}
 
 
+def base_options(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, Any]:
+    """The `rensenet train` options of one (task, model) before its sweep: recipe, then task, then model entry."""
+    task_opts = {k: v for k, v in (cfg.tasks[task] or {}).items() if k != "sweep"}  # sweep: unit_sweep's
+    return {**cfg.train, **task_opts, **{k: v for k, v in cfg.models[name].items() if k not in ("model", "sweep")}}
+
+
+def untried_points(chosen: Dict[str, Any], sweep: Dict[str, List[Any]], img_size: Optional[int]) -> List[str]:
+    """Points of ``sweep`` that a kept ``chosen.json`` never tried ("lr=0.03", "img_scale=2"): the grid grew."""
+    tried = [t["options"] for t in chosen.get("tried", [])]
+    lrs = [lr for lr in sweep.get("lr") or [] if lr is not None]
+    return [f"lr={lr}" for lr in lrs if not any(o.get("lr") == lr for o in tried)] + \
+           [f"img_scale={s}" for s in sweep.get("img_scale") or [] if s != 1 and img_size
+            and not any(o.get("img_size") == int(img_size * s) for o in tried)]
+
+
 def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, Any],
-                    base_opts: Dict[str, Any], *, parallel_runs: int = 1) -> Dict[str, Any]:
+                    base_opts: Dict[str, Any], *, parallel_runs: int = 1, resweep: bool = False) -> Dict[str, Any]:
     """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
 
     :func:`unit_sweep` lists the values: ``lr`` first (at scale 1), then ``img_scale``
     (x the task's ``img_size``, for networks designed for 224 px images) at the best ``lr``. Test data is
     never looked at. Returns ``{"options": {...}, "run": path}``: when the sweep trains as many epochs as the
     benchmark, the winning sweep run *is* the seed-0 run and is not trained again. ``parallel_runs`` trains
-    that many learning rates at once.
+    that many learning rates at once. A kept choice is returned as it is, unless ``resweep``: then the points it
+    never tried run too (finished runs are reused) and the choice is made again.
     """
     import pandas as pd
 
@@ -267,16 +283,13 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
             fixed["img_size"] = int(base_opts["img_size"] * scales[0])
         return {"options": fixed, "run": None}
     root = Path(cfg.out) / "sweep" / task / name
-    if (root / "chosen.json").exists():
+    if (root / "chosen.json").exists() and not resweep:
         chosen = json.loads((root / "chosen.json").read_text())
-        tried = [t["options"] for t in chosen.get("tried", [])]
-        missing = [f"lr={lr}" for lr in lrs if lr is not None and not any(o.get("lr") == lr for o in tried)] + \
-                  [f"img_scale={s}" for s in scales if s != 1 and "img_size" in base_opts
-                   and not any(o.get("img_size") == int(base_opts["img_size"] * s) for o in tried)]
+        missing = untried_points(chosen, sweep, base_opts.get("img_size"))
         if missing:  # the config's grid grew after the choice: say so rather than silently keep the old one
             warnings.warn(f"{root / 'chosen.json'} was chosen without {', '.join(missing)}, which the config now "
-                          f"sweeps; delete that file to run them (finished sweep runs are reused) and retrain the "
-                          f"unit's seeds if the choice changes", stacklevel=2)
+                          f"sweeps; `rensenet benchmark --sweep-only` runs them (finished sweep runs are reused)",
+                          stacklevel=2)
         return chosen
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
@@ -295,6 +308,26 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
     chosen = {"options": best["options"], "run": best["run"] if epochs == cfg.epochs else None, "tried": tried}
     write_json(root / "chosen.json", chosen)
     return chosen
+
+
+def sweep_units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
+                only_tasks: Optional[List[str]] = None, parallel_runs: int = 1) -> List[str]:
+    """Run every sweep point the config lists that has not run, finished units included, and choose again.
+
+    For a grid that grew after its units finished. Returns one line per recorded seed that was trained at
+    another choice than the new one: move its seed folder aside and run the benchmark again to retrain it.
+    """
+    stale = []
+    for task, name in units(cfg, only_models=only_models, only_tasks=only_tasks):
+        base = base_options(cfg, task, name)
+        chosen = choose_settings(cfg, task, name, cfg.models[name], base, parallel_runs=parallel_runs, resweep=True)
+        want = {**base, **chosen["options"]}
+        for seed in cfg.seeds:
+            path = _record_path(cfg, task, name, seed)
+            used = json.loads(path.read_text()).get("train_options", {}) if path.exists() else want
+            if any(used.get(k) != want.get(k) for k in ("lr", "img_size")):
+                stale.append(f"{path.parent}: trained with {_fmt_opts(used)}, now chosen {_fmt_opts(chosen['options'])}")
+    return stale
 
 
 def _record_path(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Path:
@@ -335,9 +368,7 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
 
     spec = cfg.models[name]
     data = str(Path(cfg.data_root) / task)
-    task_opts = dict(cfg.tasks[task] or {})
-    task_opts.pop("sweep", None)  # what the unit sweeps is unit_sweep's, not a training option
-    train_opts = {**cfg.train, **task_opts, **{k: v for k, v in spec.items() if k not in ("model", "sweep")}}
+    train_opts = base_options(cfg, task, name)
     seeds = [seed for seed in cfg.seeds if not _record_path(cfg, task, name, seed).exists()]
     if not seeds:
         return
@@ -496,6 +527,8 @@ def _sweep_table(cfg: BenchmarkConfig, task: str) -> List[str]:
         if path.exists():
             chosen = json.loads(path.read_text())
             tried = ", ".join(f"{_fmt_opts(t['options'])}: {t['val_auc']:.3f}" for t in chosen["tried"])
+            missing = untried_points(chosen, unit_sweep(cfg, task, name), base_options(cfg, task, name).get("img_size"))
+            tried += f"; not tried: {', '.join(missing)}" if missing else ""
             rows.append(f"| {name} | {_fmt_opts(chosen['options'])} | {tried} |")
     if not rows:
         return []

@@ -155,13 +155,21 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--costs-only", action="store_true",
                    help="only measure, on this machine, the cost of every model that has results")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
+    p.add_argument("--sweep-only", action="store_true",
+                   help="run the sweep points the config lists that have not run (after the grid grew), finished "
+                        "units included, choose again, and name the seeds trained at another choice")
     p.add_argument("--no-report", action="store_true", help="do not write the report")
 
 
 def _run_benchmark(a: argparse.Namespace) -> None:
-    from ..benchmark import BenchmarkConfig, add_costs, report, run_benchmark, save_results
+    from ..benchmark import BenchmarkConfig, add_costs, report, run_benchmark, save_results, sweep_units
 
     cfg = BenchmarkConfig.load(a.config)
+    if a.sweep_only:
+        stale = sweep_units(cfg, only_models=a.models, only_tasks=a.tasks, parallel_runs=a.parallel_runs)
+        print("seeds trained at another choice (move them aside and run the benchmark again):\n  " +
+              "\n  ".join(stale) if stale else "every recorded seed was trained at the current choice")
+        return
     if a.report_only:
         records = save_results(cfg)
     elif a.costs_only:
