@@ -4,26 +4,17 @@
 
 Per (task, model): the sweep runs (each learning rate at native input, then each larger input scale at the best
 one), plus one run for every seed after the first (the winning sweep run is seed 0), times epochs x training
-images / the measured training images per second. Only the chosen input size is measured (the cost file says
+images / the measured training images per second. Only the chosen input size is measured (the records say
 which), so a model that chose 2x input is assumed 4x faster at 1x (pixels scale 4x). Evaluation, Grad-CAM and data
 loading are left out: a lower bound.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from rensenet.benchmark import BenchmarkConfig, unit_sweep
+from rensenet.benchmark import BenchmarkConfig, collect_records, unit_sweep
 from rensenet.data.manifest import read_manifest, select_split
-
-
-def _cost_size(cost: dict, out: Path, task: str, name: str, native: int) -> int:
-    """The input size a cost was measured at: its own spec, else the sweep's choice (older files), else native."""
-    if (cost.get("spec") or {}).get("img_size"):
-        return cost["spec"]["img_size"]
-    chosen = out / "sweep" / task / name / "chosen.json"
-    return json.loads(chosen.read_text())["options"].get("img_size", native) if chosen.exists() else native
 
 
 def main() -> None:
@@ -32,7 +23,8 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", help="only these tasks (default: all in the config)")
     args = ap.parse_args()
     cfg = BenchmarkConfig.load(args.config)
-    out = Path(cfg.out)
+    # each unit's cost as its records carry it (runs here, else the published results.json), at the chosen size
+    costs = {(r["task"], r["model"]): r for r in collect_records(cfg) if r.get("train_img_per_s")}
     print("| task | model | input px | train img/s | runs | CPU hours |")
     print("|---|---|---|---|---|---|")
     total, missing = 0.0, []
@@ -41,12 +33,10 @@ def main() -> None:
         native = (cfg.tasks[task] or {}).get("img_size")
         task_hours = 0.0
         for name in cfg.models:
-            cost_path = out / "costs" / task / f"{name}.json"
-            if not cost_path.exists():
+            if (task, name) not in costs:
                 missing.append(f"{task} / {name}")
                 continue
-            cost = json.loads(cost_path.read_text())
-            speed, size = cost["train_img_per_s"], _cost_size(cost, out, task, name, native)
+            speed, size = costs[task, name]["train_img_per_s"], costs[task, name]["img_size"]
             sweep = unit_sweep(cfg, task, name)
             n_lr = len(sweep.get("lr") or [None])
             scales = [s for s in sweep.get("img_scale") or [1] if s != 1]

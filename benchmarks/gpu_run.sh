@@ -6,6 +6,7 @@
 #                  under .gpu/ or runs/stash/ is unpacked into benchdata/ first. The tree that travels is capped at
 #                  64 MiB, so kidney-ct-slices (58 MB) comes in two calls: the first stashes its part in runs/stash/.
 #   benchstate/    runs/benchmark without checkpoints, figures or logs, so that what is finished is not redone
+#                  (optional: the committed benchmarks/results.json already marks every published run as finished)
 # Trains accuracy and heatmap runs only (no CPU cost: that is measured on the CPU machine with
 # `rensenet benchmark --config benchmarks/full.yaml --costs-only`) for $BUDGET seconds, then packs the results of
 # every task it ran without checkpoints (each seed's explain/lesions.npz redraws the heatmap figure) as

@@ -86,10 +86,54 @@ def test_grown_sweep_grid_warns_and_sweep_only_chooses_again(tmp_path: Path) -> 
     record = tmp_path / "t" / "a" / "seed0" / "record.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"train_options": {"img_size": 48, "lr": 0.01}}))
-    assert sweep_units(cfg) == [f"{record.parent}: trained with img_size=48 lr=0.01, now chosen lr=0.03"]
+    assert sweep_units(cfg) == ["t / a / seed 0 (stale): trained with img_size=48 lr=0.01, now chosen lr=0.03"]
     assert json.loads((root / "chosen.json").read_text())["options"] == {"lr": 0.03}
     record.write_text(json.dumps({"train_options": {"img_size": 48, "lr": 0.03}}))
     assert sweep_units(cfg) == []  # seed 1 has no record yet: it will train at the new choice
+
+
+def test_a_fresh_clone_keeps_the_published_results(tmp_path: Path, capsys) -> None:
+    # a clone has results.json (committed) but no runs: it must report from it, not retrain or drop anything
+    from rensenet.benchmark import choose_settings, collect_records
+
+    sweep = {"chosen": {"lr": 0.01}, "tried": [{"options": {"lr": 0.003}, "val_auc": 0.71},
+                                               {"options": {"lr": 0.01}, "val_auc": 0.74}]}
+    published = [{"task": "t", "model": "a", "seed": s, "auc": 0.9 + s / 100, "train_options": {"lr": 0.01},
+                  "img_size": 48, "num_classes": 2, "in_chans": 1, "timm_model": "resnet18", "gflops": 0.5,
+                  "run": f"elsewhere/seed{s}/run",
+                  "sweep": sweep} for s in (0, 1, 2)]
+    published.append({"task": "t", "model": "retired", "seed": 0, "auc": 0.5})  # no longer in the config
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(published))
+    cfg = {"data_root": str(tmp_path / "no-data"), "out": str(tmp_path / "runs"), "results": str(results),
+           "report": str(tmp_path / "RESULTS.md"), "seeds": [0, 1, 2], "epochs": 1, "sweep": {"lr": [0.003, 0.01]},
+           "tasks": {"t": {"img_size": 48}}, "models": {"a": {"model": "resnet18"}}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0  # no data here: it would fail if it trained
+    assert json.loads(results.read_text()) == published and not (tmp_path / "runs").exists()
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| a | 3 | 0.91 +- 0.01 |" in report
+    assert "| a | lr=0.01 | lr=0.003: 0.710, lr=0.01: 0.740 |" in report  # the sweep travels with the records
+    # a seed missing from the published results trains at the published choice, without sweeping again
+    loaded = BenchmarkConfig.load(tmp_path / "b.yaml")
+    assert choose_settings(loaded, "t", "a", loaded.models["a"], {"img_size": 48})["options"] == {"lr": 0.01}
+    # the grid grows: the published points are reused, only lr=0.03 trains; it wins, and the seeds are set aside
+    run = tmp_path / "runs" / "sweep" / "t" / "a" / "lr0.03"
+    run.mkdir(parents=True)
+    (run / "history.csv").write_text("epoch,val_auc\n1,0.8\n")
+    (run / "timing.json").write_text("{}")
+    cfg["sweep"] = {"lr": [0.003, 0.01, 0.03]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--sweep-only"]) == 0
+    assert "t / a / seed 2 (stale): trained with lr=0.01, now chosen lr=0.03" in capsys.readouterr().out
+    assert json.loads(results.read_text()) == published  # named, not dropped
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--drop-stale"]) == 2  # only with --sweep-only
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--sweep-only", "--drop-stale"]) == 0
+    assert json.loads(results.read_text()) == published[3:]  # the retired model's record stays
+    aside = json.loads((tmp_path / "runs" / "superseded" / "t" / "a" / "seed1" / "record.json").read_text())
+    assert aside["auc"] == 0.91 and "now chosen lr=0.03" in aside["superseded"]
+    assert [r["model"] for r in collect_records(loaded)] == ["retired"]
 
 
 def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path, capsys) -> None:
@@ -141,7 +185,7 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     if rechosen["options"] == chosen["options"]:
         assert "every recorded seed was trained at the current choice" in out
     else:
-        assert out.count("resnet18/seed") == 2 and "now chosen lr=0.1" in out
+        assert out.count("resnet18 / seed") == 2 and "now chosen lr=0.1" in out
     report = (tmp_path / "report" / "RESULTS.md").read_text()
     assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
     assert "| resnet18 | lr=" in report  # the sweep table
@@ -159,6 +203,12 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
     assert Image.open(figure).size == size  # both models again
     assert len(json.loads((tmp_path / "results.json").read_text())) == 4  # the report's records, rewritten
+    # a model with neither panel nor checkpoint (published by another clone) does not shrink the committed figure
+    for saved in (tmp_path / "runs" / lung_small.name / "resnet18").rglob("lesions.npz"):
+        saved.unlink()
+    stamp = figure.stat().st_mtime_ns
+    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
+    assert figure.stat().st_mtime_ns == stamp and "heatmaps_" in (tmp_path / "report" / "RESULTS.md").read_text()
 
 
 def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:

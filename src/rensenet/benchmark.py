@@ -4,6 +4,10 @@ Each (task, model, seed) trains in its own process, then is evaluated and explai
 written at once, so an interrupted benchmark resumes where it stopped and a finished run is never redone.
 ``results.json`` gathers the records, each with its model's CPU cost (measured once per task and model, in a
 fresh process), and ``report`` turns them into Markdown tables and figures.
+
+``results.json`` is also what a clone of the repository has of the runs (``out`` is not committed): its records,
+with the sweep that chose each one's settings, count as finished, so a fresh clone rewrites the report from them
+and never retrains, or drops, a published result.
 """
 from __future__ import annotations
 
@@ -283,20 +287,25 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
             fixed["img_size"] = int(base_opts["img_size"] * scales[0])
         return {"options": fixed, "run": None}
     root = Path(cfg.out) / "sweep" / task / name
-    if (root / "chosen.json").exists() and not resweep:
-        chosen = json.loads((root / "chosen.json").read_text())
+    kept = kept_sweep(cfg, task, name)
+    if kept is not None and not resweep:
+        chosen = kept
         missing = untried_points(chosen, sweep, base_opts.get("img_size"))
         if missing:  # the config's grid grew after the choice: say so rather than silently keep the old one
-            warnings.warn(f"{root / 'chosen.json'} was chosen without {', '.join(missing)}, which the config now "
+            warnings.warn(f"{task} / {name}'s sweep choice was made without {', '.join(missing)}, which the config now "
                           f"sweeps; `rensenet benchmark --sweep-only` runs them (finished sweep runs are reused)",
                           stacklevel=2)
         return chosen
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
     epochs = cfg.sweep_epochs or cfg.epochs
+    published = {json.dumps(t["options"], sort_keys=True): t for t in (kept or {}).get("tried", [])}
 
     def trial(opts: Dict[str, Any]) -> Dict[str, Any]:
         run = root / "-".join(f"{k}{v}" for k, v in opts.items())
+        earlier = published.get(json.dumps(opts, sort_keys=True))
+        if earlier is not None and not _finished(run, epochs):  # a point published by an earlier clone
+            return earlier
         _train(cfg, task, spec, run, epochs=epochs, seed=0, options={**base_opts, **opts})
         return {"options": opts, "run": str(run), "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())}
 
@@ -305,17 +314,28 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
     tried += _map(trial, [{**best_lr, "img_size": int(base_opts["img_size"] * s)} for s in scales if s != 1],
                   parallel_runs)
     best = max(tried, key=lambda t: t["val_auc"])
-    chosen = {"options": best["options"], "run": best["run"] if epochs == cfg.epochs else None, "tried": tried}
+    chosen = {"options": best["options"], "run": best.get("run") if epochs == cfg.epochs else None, "tried": tried}
     write_json(root / "chosen.json", chosen)
     return chosen
 
 
+def kept_sweep(cfg: BenchmarkConfig, task: str, name: str) -> Optional[Dict[str, Any]]:
+    """The sweep choice of one (task, model): its ``chosen.json``, else the one its published records carry."""
+    path = Path(cfg.out) / "sweep" / task / name / "chosen.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    carried = [r["sweep"] for r in published_records(cfg).values()
+               if r["task"] == task and r["model"] == name and r.get("sweep")]
+    return {"options": carried[0]["chosen"], "run": None, "tried": carried[0]["tried"]} if carried else None
+
+
 def sweep_units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
-                only_tasks: Optional[List[str]] = None, parallel_runs: int = 1) -> List[str]:
+                only_tasks: Optional[List[str]] = None, parallel_runs: int = 1, drop_stale: bool = False) -> List[str]:
     """Run every sweep point the config lists that has not run, finished units included, and choose again.
 
     For a grid that grew after its units finished. Returns one line per recorded seed that was trained at
-    another choice than the new one: move its seed folder aside and run the benchmark again to retrain it.
+    another choice than the new one; ``drop_stale`` sets those aside (:func:`set_aside`), so that running the
+    benchmark again retrains them at the new choice.
     """
     stale = []
     for task, name in units(cfg, only_models=only_models, only_tasks=only_tasks):
@@ -323,31 +343,84 @@ def sweep_units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None
         chosen = choose_settings(cfg, task, name, cfg.models[name], base, parallel_runs=parallel_runs, resweep=True)
         want = {**base, **chosen["options"]}
         for seed in cfg.seeds:
-            path = _record_path(cfg, task, name, seed)
-            used = json.loads(path.read_text()).get("train_options", {}) if path.exists() else want
+            record = finished_record(cfg, task, name, seed)
+            used = (record or {}).get("train_options", want)
             if any(used.get(k) != want.get(k) for k in ("lr", "img_size")):
-                stale.append(f"{path.parent}: trained with {_fmt_opts(used)}, now chosen {_fmt_opts(chosen['options'])}")
-    return stale
+                stale.append((task, name, seed, f"trained with {_fmt_opts(used)}, now chosen {_fmt_opts(chosen['options'])}"))
+    if drop_stale and stale:
+        set_aside(cfg, stale)
+    where = {True: "set aside", False: "stale"}[drop_stale]
+    return [f"{task} / {name} / seed {seed} ({where}): {why}" for task, name, seed, why in stale]
+
+
+def set_aside(cfg: BenchmarkConfig, seeds: List[tuple]) -> None:
+    """Take superseded (task, model, seed, reason) results out of the table, so the benchmark trains them again.
+
+    A seed folder moves to ``<out>/superseded/<task>/<model>/seed<k>`` (an earlier one there gets a number); a
+    record that exists only in ``results.json`` (a fresh clone) is written there as ``record.json``, with the reason,
+    before it leaves ``results.json``: nothing is deleted.
+    """
+    keep = published_records(cfg)
+    for task, name, seed, why in seeds:
+        folder = _record_path(cfg, task, name, seed).parent
+        dest = Path(cfg.out) / "superseded" / task / name / f"seed{seed}"
+        n = 1
+        while dest.exists():
+            dest, n = dest.with_name(f"seed{seed}-{n}"), n + 1
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            folder.rename(dest)
+        record = keep.pop((task, name, seed), None)
+        if record is not None:
+            write_json(dest / ("record.json" if not (dest / "record.json").exists() else "published_record.json"),
+                       {**record, "superseded": why})
+    write_json(cfg.results, list(keep.values()))
 
 
 def _record_path(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Path:
     return Path(cfg.out) / task / name / f"seed{seed}" / "record.json"
 
 
+def published_records(cfg: BenchmarkConfig) -> Dict[tuple, Dict[str, Any]]:
+    """The records in ``cfg.results`` by (task, model, seed): what a clone has of runs it did not train."""
+    path = Path(cfg.results)
+    if not path.exists():
+        return {}
+    try:
+        records = json.loads(path.read_text())
+        return {(r["task"], r["model"], r["seed"]): r for r in records}
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: not a benchmark results file (a JSON list of records with task, model and seed: "
+                         f"{e!r}); restore it with `git checkout {path}` or point `results:` elsewhere") from None
+
+
+def finished_record(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Optional[Dict[str, Any]]:
+    """The record of a finished run: its ``record.json`` under ``out``, else the published one, else None."""
+    path = _record_path(cfg, task, name, seed)
+    return json.loads(path.read_text()) if path.exists() else published_records(cfg).get((task, name, seed))
+
+
 def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dict[str, Any]]:
-    """Every finished run's record, in config order, with its model's cost where it was measured."""
+    """Every finished run's record, in config order, with its model's cost where it was measured.
+
+    A run trained here (``record.json``) replaces its published record; published records of runs not trained
+    here are kept, those outside the config included (after the config's), so rewriting ``results.json``
+    never loses one.
+    """
+    published = published_records(cfg)
     records = []
     for task in cfg.tasks:
         for name in cfg.models:
             for seed in cfg.seeds:
                 path = _record_path(cfg, task, name, seed)
-                if path.exists():
-                    record = json.loads(path.read_text())
+                record = json.loads(path.read_text()) if path.exists() else published.get((task, name, seed))
+                published.pop((task, name, seed), None)
+                if record is not None:
                     cost = _cached_cost(Path(cfg.out) / "costs" / task / f"{name}.json", _cost_spec(record))
                     if with_cost and cost:
                         record.update(cost)
                     records.append(record)
-    return records
+    return records + list(published.values())
 
 
 def save_results(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
@@ -369,7 +442,7 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
     spec = cfg.models[name]
     data = str(Path(cfg.data_root) / task)
     train_opts = base_options(cfg, task, name)
-    seeds = [seed for seed in cfg.seeds if not _record_path(cfg, task, name, seed).exists()]
+    seeds = [seed for seed in cfg.seeds if finished_record(cfg, task, name, seed) is None]
     if not seeds:
         return
     chosen = choose_settings(cfg, task, name, spec, train_opts, parallel_runs=parallel_runs)
@@ -383,8 +456,10 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         print(f"[{task} / {name} / seed {seed}] training", flush=True)
         return _train(cfg, task, spec, run_dir(seed), epochs=cfg.epochs, seed=seed, options=options)
 
+    # runs that finished before (the sweep's winner, an interrupted benchmark) are recorded before any trains
+    seeds.sort(key=lambda seed: not _finished(run_dir(seed), cfg.epochs))
     if parallel_runs > 1:
-        _map(train, seeds, parallel_runs)
+        _map(train, [seed for seed in seeds if not _finished(run_dir(seed), cfg.epochs)], parallel_runs)
     for seed in seeds:
         timing = train(seed)  # at once when trained above
         record_path = _record_path(cfg, task, name, seed)
@@ -406,6 +481,9 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
             "timm_model": spec["model"], "train_options": options, "cam": summary.get("method"),
             "date": date.today().isoformat(),
         }
+        if chosen.get("tried"):  # the choice travels with the record (``out`` is not committed)
+            record["sweep"] = {"chosen": chosen["options"],
+                               "tried": [{"options": t["options"], "val_auc": t["val_auc"]} for t in chosen["tried"]]}
         write_json(record_path, record)
         if cost:
             model_cost(cfg, task, name, record)
@@ -465,14 +543,17 @@ def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
 
 
 def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
-    """Measure on this machine the cost of every (task, model) that has records but no cost yet."""
-    seen = set()
-    for record in collect_records(cfg, with_cost=False):
-        key = (record["task"], record["model"])
-        if key not in seen:
-            seen.add(key)
-            print(f"[{key[0]} / {key[1]}] cost", flush=True)
-            model_cost(cfg, *key, record)
+    """Measure on this machine the cost of every (task, model) that has records but no cost yet.
+
+    A cost the records already carry (measured here before, or published in ``results.json``) is kept.
+    """
+    todo: Dict[tuple, Dict[str, Any]] = {}
+    for record in collect_records(cfg):
+        if any(f not in record for f in COST_FIELDS):
+            todo.setdefault((record["task"], record["model"]), record)
+    for key, record in todo.items():
+        print(f"[{key[0]} / {key[1]}] cost", flush=True)
+        model_cost(cfg, *key, record)
     return save_results(cfg)
 
 
@@ -494,14 +575,16 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
     """Every model's heatmap (its default CAM) on the same first ``n`` test lesions, side by side.
 
     Each model is shown from its lowest seed with the saved panel (``explain/lesions.npz``, which travels with
-    the results) or, failing that, a checkpoint; a model with neither is left out, and with none at all the
-    figure is not redrawn (None).
+    the results) or, failing that, a checkpoint. A model with neither (a record published by another clone) is
+    left out of a new figure, but an existing figure is not redrawn with fewer models (None), nor is one drawn
+    from no panel at all.
     """
     from .explanation import compare_panels, explain_model, lesion_panel, load_lesion_panel, save_lesion_panel
 
     data = str(Path(cfg.data_root) / task)
     panels = {}
-    for name in cfg.models:
+    shown = [name for name in cfg.models if any(r["task"] == task and r["model"] == name for r in records)]
+    for name in shown:
         for r in sorted((r for r in records if r["task"] == task and r["model"] == name), key=lambda r: r["seed"]):
             saved = _record_path(cfg, task, name, r["seed"]).parent / "explain" / "lesions.npz"
             ckpt = Path(r["run"]) / "best.pt"
@@ -513,19 +596,19 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
             if saved.exists():
                 panels[f"{name} (seed {r['seed']})"] = {k: v[:n] for k, v in load_lesion_panel(saved).items()}
                 break
-    if not panels:
+    figure = Path(cfg.report).parent / f"heatmaps_{task}.png"
+    if not panels or (len(panels) < len(shown) and figure.exists()):
         return None
     path = compare_panels(panels, Path(cfg.report).parent)
-    return path.replace(path.with_name(f"heatmaps_{task}.png"))
+    return path.replace(figure)
 
 
 def _sweep_table(cfg: BenchmarkConfig, task: str) -> List[str]:
     """The validation sweep behind each model's settings, so the choices are on record."""
     rows = []
     for name in cfg.models:
-        path = Path(cfg.out) / "sweep" / task / name / "chosen.json"
-        if path.exists():
-            chosen = json.loads(path.read_text())
+        chosen = kept_sweep(cfg, task, name)
+        if chosen is not None:
             tried = ", ".join(f"{_fmt_opts(t['options'])}: {t['val_auc']:.3f}" for t in chosen["tried"])
             missing = untried_points(chosen, unit_sweep(cfg, task, name), base_options(cfg, task, name).get("img_size"))
             tried += f"; not tried: {', '.join(missing)}" if missing else ""

@@ -158,6 +158,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-only", action="store_true",
                    help="run the sweep points the config lists that have not run (after the grid grew), finished "
                         "units included, choose again, and name the seeds trained at another choice")
+    p.add_argument("--drop-stale", action="store_true",
+                   help="with --sweep-only: set those seeds aside (to <out>/superseded, and out of results.json), "
+                        "so that the next run trains them at the new choice")
     p.add_argument("--no-report", action="store_true", help="do not write the report")
 
 
@@ -165,10 +168,14 @@ def _run_benchmark(a: argparse.Namespace) -> None:
     from ..benchmark import BenchmarkConfig, add_costs, report, run_benchmark, save_results, sweep_units
 
     cfg = BenchmarkConfig.load(a.config)
+    if a.drop_stale and not a.sweep_only:
+        raise ValueError("--drop-stale goes with --sweep-only (it sets aside the seeds a new sweep choice made stale)")
     if a.sweep_only:
-        stale = sweep_units(cfg, only_models=a.models, only_tasks=a.tasks, parallel_runs=a.parallel_runs)
-        print("seeds trained at another choice (move them aside and run the benchmark again):\n  " +
-              "\n  ".join(stale) if stale else "every recorded seed was trained at the current choice")
+        stale = sweep_units(cfg, only_models=a.models, only_tasks=a.tasks, parallel_runs=a.parallel_runs,
+                            drop_stale=a.drop_stale)
+        hint = "" if a.drop_stale else " (--drop-stale sets them aside; then run the benchmark again)"
+        print(f"seeds trained at another choice{hint}:\n  " + "\n  ".join(stale) if stale
+              else "every recorded seed was trained at the current choice")
         return
     if a.report_only:
         records = save_results(cfg)
