@@ -168,6 +168,8 @@ def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Pat
     # the sweep ran as many epochs as the benchmark: its winner is the seed-0 run, not trained twice
     seed0 = next(r for r in records if r["model"] == "resnet18" and r["seed"] == 0)
     assert seed0["run"] == chosen["run"] and not (tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run").exists()
+    unit = tmp_path / "runs" / lung_small.name / "resnet18"  # and it was recorded before seed 1 started training
+    assert (unit / "seed0" / "record.json").stat().st_mtime_ns < (unit / "seed1" / "run" / "config.json").stat().st_mtime_ns
 
     ckpt = Path(seed0["run"]) / "best.pt"
     stamp = ckpt.stat().st_mtime_ns

@@ -456,12 +456,8 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         print(f"[{task} / {name} / seed {seed}] training", flush=True)
         return _train(cfg, task, spec, run_dir(seed), epochs=cfg.epochs, seed=seed, options=options)
 
-    # runs that finished before (the sweep's winner, an interrupted benchmark) are recorded before any trains
-    seeds.sort(key=lambda seed: not _finished(run_dir(seed), cfg.epochs))
-    if parallel_runs > 1:
-        _map(train, [seed for seed in seeds if not _finished(run_dir(seed), cfg.epochs)], parallel_runs)
-    for seed in seeds:
-        timing = train(seed)  # at once when trained above
+    def finish(seed: int) -> None:  # evaluate, explain and record one seed (training it first if it has not run)
+        timing = train(seed)  # at once when trained before
         record_path = _record_path(cfg, task, name, seed)
         out, run = record_path.parent, run_dir(seed)
         ckpt = run / "best.pt"
@@ -488,6 +484,16 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         if cost:
             model_cost(cfg, task, name, record)
         save_results(cfg)  # after every run: safe to interrupt
+
+    # runs that finished before (the sweep's winner, an interrupted benchmark) are recorded before any trains
+    ready = [seed for seed in seeds if _finished(run_dir(seed), cfg.epochs)]
+    rest = [seed for seed in seeds if seed not in ready]
+    for seed in ready:
+        finish(seed)
+    if parallel_runs > 1:
+        _map(train, rest, parallel_runs)
+    for seed in rest:
+        finish(seed)
 
 
 def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
