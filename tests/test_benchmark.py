@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 import rensenet  # noqa: F401
-from rensenet.benchmark import RECORD_FIELDS, BenchmarkConfig, measure_cost, paired_test
+from rensenet.benchmark import COST_FIELDS, RECORD_FIELDS, BenchmarkConfig, measure_cost, paired_test
 from rensenet.cli.main import main as cli
 
 
@@ -99,7 +99,8 @@ def test_a_fresh_clone_keeps_the_published_results(tmp_path: Path, capsys) -> No
     sweep = {"chosen": {"lr": 0.01}, "tried": [{"options": {"lr": 0.003}, "val_auc": 0.71},
                                                {"options": {"lr": 0.01}, "val_auc": 0.74}]}
     published = [{"task": "t", "model": "a", "seed": s, "auc": 0.9 + s / 100, "train_options": {"lr": 0.01},
-                  "img_size": 48, "num_classes": 2, "in_chans": 1, "timm_model": "resnet18", "gflops": 0.5,
+                  "img_size": 48, "num_classes": 2, "in_chans": 1, "timm_model": "resnet18", "cost_machine": "old CPU",
+                  **{f: 0.5 for f in COST_FIELDS},
                   "run": f"elsewhere/seed{s}/run",
                   "sweep": sweep} for s in (0, 1, 2)]
     published.append({"task": "t", "model": "retired", "seed": 0, "auc": 0.5})  # no longer in the config
@@ -134,6 +135,13 @@ def test_a_fresh_clone_keeps_the_published_results(tmp_path: Path, capsys) -> No
     aside = json.loads((tmp_path / "runs" / "superseded" / "t" / "a" / "seed1" / "record.json").read_text())
     assert aside["auc"] == 0.91 and "now chosen lr=0.03" in aside["superseded"]
     assert [r["model"] for r in collect_records(loaded)] == ["retired"]
+    # the retrained seeds are costed as the set-aside ones were (same model and input), not on another machine
+    retrained = {**published[0], "train_options": {"lr": 0.03}, "sweep": None}
+    for f in COST_FIELDS + ("cost_machine",):
+        retrained.pop(f)
+    (tmp_path / "runs" / "t" / "a" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "a" / "seed0" / "record.json").write_text(json.dumps(retrained))
+    assert collect_records(loaded)[0]["gflops"] == 0.5 and collect_records(loaded)[0]["cost_machine"] == "old CPU"
 
 
 def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path, capsys) -> None:

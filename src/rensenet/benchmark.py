@@ -199,10 +199,22 @@ def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any
     return cost
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", from /proc/cpuinfo on Linux), else the architecture: two machines with
+    the same core count can differ 3x in speed, so a cost must say which one measured it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description(*, cpu: bool = False) -> str:
     if torch.cuda.is_available() and not cpu:
         return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def _train_cmd(cfg: BenchmarkConfig, task: str, spec: Dict[str, Any], out: Path, *, epochs: int, seed: int,
@@ -349,7 +361,7 @@ def sweep_units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None
                 stale.append((task, name, seed, f"trained with {_fmt_opts(used)}, now chosen {_fmt_opts(chosen['options'])}"))
     if drop_stale and stale:
         set_aside(cfg, stale)
-    where = {True: "set aside", False: "stale"}[drop_stale]
+    where = "set aside" if drop_stale else "stale"
     return [f"{task} / {name} / seed {seed} ({where}): {why}" for task, name, seed, why in stale]
 
 
@@ -371,10 +383,22 @@ def set_aside(cfg: BenchmarkConfig, seeds: List[tuple]) -> None:
         if folder.exists():
             folder.rename(dest)
         record = keep.pop((task, name, seed), None)
+        _keep_cost(cfg, record)  # a record trained here has its cost in the cache already
         if record is not None:
             write_json(dest / ("record.json" if not (dest / "record.json").exists() else "published_record.json"),
                        {**record, "superseded": why})
     write_json(cfg.results, list(keep.values()))
+
+
+def _keep_cost(cfg: BenchmarkConfig, record: Optional[Dict[str, Any]]) -> None:
+    """A set-aside record's cost still holds for a retrained run of the same model and input (:func:`_cost_spec`),
+    so it goes to the cost cache if that has none: the retrained seeds are not measured on another machine."""
+    if record is None or any(f not in record for f in COST_FIELDS):
+        return
+    path = Path(cfg.out) / "costs" / record["task"] / f"{record['model']}.json"
+    if not path.exists():
+        write_json(path, {**{f: record[f] for f in COST_FIELDS}, "cost_machine": record.get("cost_machine"),
+                          "spec": _cost_spec(record)})
 
 
 def _record_path(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Path:
