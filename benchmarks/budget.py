@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from rensenet.benchmark import BenchmarkConfig, collect_records, unit_sweep
+from rensenet.data import DataError
 from rensenet.data.manifest import read_manifest, select_split
 
 
@@ -57,4 +58,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (DataError, ValueError) as e:  # a missing dataset or a bad config: say which, without a traceback
+        raise SystemExit(f"budget.py: {e}") from None
