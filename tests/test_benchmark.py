@@ -118,7 +118,8 @@ def test_a_fresh_clone_keeps_the_published_results(tmp_path: Path, capsys) -> No
     # a seed missing from the published results trains at the published choice, without sweeping again
     loaded = BenchmarkConfig.load(tmp_path / "b.yaml")
     assert choose_settings(loaded, "t", "a", loaded.models["a"], {"img_size": 48})["options"] == {"lr": 0.01}
-    # the grid grows: the published points are reused, only lr=0.03 trains; it wins, and the seeds are set aside
+    # the grid grows: the published points are reused (no data here to train them), lr=0.03 has a finished run and
+    # wins; the seeds are named, then set aside
     run = tmp_path / "runs" / "sweep" / "t" / "a" / "lr0.03"
     run.mkdir(parents=True)
     (run / "history.csv").write_text("epoch,val_auc\n1,0.8\n")
