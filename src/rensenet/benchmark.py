@@ -168,6 +168,11 @@ def _cost_spec(record: Dict[str, Any]) -> Dict[str, Any]:
     return spec
 
 
+def _cost_path(cfg: BenchmarkConfig, task: str, name: str) -> Path:
+    """Where one (task, model)'s measured cost is cached, with the spec it was measured for."""
+    return Path(cfg.out) / "costs" / task / f"{name}.json"
+
+
 def _cached_cost(path: Path, spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The cost cached at ``path``, unless it was measured for other settings (e.g. before a 2x-input trial won)."""
     if not path.exists():
@@ -182,7 +187,7 @@ def model_cost(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any
     A fresh process makes ``peak_train_mem_mb`` (its peak resident memory while it runs training steps at
     batch 32) comparable between models, and independent of where the accuracy runs were trained.
     """
-    path = Path(cfg.out) / "costs" / task / f"{name}.json"
+    path = _cost_path(cfg, task, name)
     spec = _cost_spec(record)
     cached = _cached_cost(path, spec)
     if cached is not None:
@@ -311,12 +316,12 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
     if any(s != 1 for s in scales) and "img_size" not in base_opts:
         raise ValueError(f"task {task!r} needs img_size in the config to sweep img_scale")
     epochs = cfg.sweep_epochs or cfg.epochs
-    published = {json.dumps(t["options"], sort_keys=True): t for t in (kept or {}).get("tried", [])}
+    kept_points = {json.dumps(t["options"], sort_keys=True): t for t in (kept or {}).get("tried", [])}
 
     def trial(opts: Dict[str, Any]) -> Dict[str, Any]:
         run = root / "-".join(f"{k}{v}" for k, v in opts.items())
-        earlier = published.get(json.dumps(opts, sort_keys=True))
-        if earlier is not None and not _finished(run, epochs):  # a point published by an earlier clone
+        earlier = kept_points.get(json.dumps(opts, sort_keys=True))
+        if earlier is not None and not _finished(run, epochs):  # tried before, its run not here (another clone)
             return earlier
         _train(cfg, task, spec, run, epochs=epochs, seed=0, options={**base_opts, **opts})
         return {"options": opts, "run": str(run), "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())}
@@ -395,7 +400,7 @@ def _keep_cost(cfg: BenchmarkConfig, record: Optional[Dict[str, Any]]) -> None:
     so it goes to the cost cache if that has none: the retrained seeds are not measured on another machine."""
     if record is None or any(f not in record for f in COST_FIELDS):
         return
-    path = Path(cfg.out) / "costs" / record["task"] / f"{record['model']}.json"
+    path = _cost_path(cfg, record["task"], record["model"])
     if not path.exists():
         write_json(path, {**{f: record[f] for f in COST_FIELDS}, "cost_machine": record.get("cost_machine"),
                           "spec": _cost_spec(record)})
@@ -418,10 +423,14 @@ def published_records(cfg: BenchmarkConfig) -> Dict[tuple, Dict[str, Any]]:
                          f"{e!r}); restore it with `git checkout {path}` or point `results:` elsewhere") from None
 
 
-def finished_record(cfg: BenchmarkConfig, task: str, name: str, seed: int) -> Optional[Dict[str, Any]]:
-    """The record of a finished run: its ``record.json`` under ``out``, else the published one, else None."""
+def finished_record(cfg: BenchmarkConfig, task: str, name: str, seed: int,
+                    published: Optional[Dict[tuple, Dict[str, Any]]] = None) -> Optional[Dict[str, Any]]:
+    """The record of a finished run: its ``record.json`` under ``out``, else the published one (from
+    ``published`` when the caller has read them already), else None."""
     path = _record_path(cfg, task, name, seed)
-    return json.loads(path.read_text()) if path.exists() else published_records(cfg).get((task, name, seed))
+    if path.exists():
+        return json.loads(path.read_text())
+    return (published_records(cfg) if published is None else published).get((task, name, seed))
 
 
 def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dict[str, Any]]:
@@ -436,11 +445,10 @@ def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dic
     for task in cfg.tasks:
         for name in cfg.models:
             for seed in cfg.seeds:
-                path = _record_path(cfg, task, name, seed)
-                record = json.loads(path.read_text()) if path.exists() else published.get((task, name, seed))
+                record = finished_record(cfg, task, name, seed, published)
                 published.pop((task, name, seed), None)
                 if record is not None:
-                    cost = _cached_cost(Path(cfg.out) / "costs" / task / f"{name}.json", _cost_spec(record))
+                    cost = _cached_cost(_cost_path(cfg, task, name), _cost_spec(record))
                     if with_cost and cost:
                         record.update(cost)
                     records.append(record)
