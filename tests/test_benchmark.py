@@ -58,7 +58,7 @@ def test_cost_measured_for_other_settings_is_not_reported(tmp_path: Path) -> Non
 def test_grown_sweep_grid_warns_and_sweep_only_chooses_again(tmp_path: Path) -> None:
     import warnings
 
-    from rensenet.benchmark import _sweep_table, choose_settings, sweep_units
+    from rensenet.benchmark import choose_settings, sweep_table, sweep_units
 
     cfg = BenchmarkConfig(tasks={"t": {"img_size": 48}}, models={"a": {"model": "densenet121"}}, out=str(tmp_path),
                           sweep={"lr": [0.003, 0.01]})
@@ -71,12 +71,12 @@ def test_grown_sweep_grid_warns_and_sweep_only_chooses_again(tmp_path: Path) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the grid it was chosen from: no warning
         assert choose_settings(cfg, "t", "a", spec, opts) == kept
-    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900 |" in _sweep_table(cfg, "t")
+    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900 |" in sweep_table(cfg, "t")
     cfg.sweep = {"lr": [0.003, 0.01, 0.03], "img_scale": [1, 2]}
     with pytest.warns(UserWarning, match=r"without lr=0.03, img_scale=2, which the config now sweeps"):
         assert choose_settings(cfg, "t", "a", spec, opts) == kept  # kept, not retrained behind the user's back
     # the report says so too, also for a unit whose seeds are all done (then choose_settings is not called)
-    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900; not tried: lr=0.03, img_scale=2 |" in _sweep_table(cfg, "t")
+    assert "| a | lr=0.01 | lr=0.003: 0.800, lr=0.01: 0.900; not tried: lr=0.03, img_scale=2 |" in sweep_table(cfg, "t")
     # --sweep-only then chooses again; here every point has a finished run (history + timing), so nothing trains
     cfg.sweep, cfg.epochs, cfg.seeds = {"lr": [0.003, 0.01, 0.03]}, 1, [0, 1]
     for lr, auc in ((0.003, 0.8), (0.01, 0.9), (0.03, 0.95)):

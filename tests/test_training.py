@@ -16,10 +16,11 @@ import torch
 import rensenet  # noqa: F401
 from rensenet.cli.main import main as cli
 from rensenet.data import read_manifest, select_split
-from rensenet.data.pipeline import make_dataset
+from rensenet.base.datasets import make_dataset
 from rensenet.models import RenseNetLoss
-from rensenet.training import TrainConfig, load_checkpoint, train
-from rensenet.training import trainer as trainer_module
+from rensenet.base import TrainConfig, load_checkpoint
+from rensenet.training import train
+from rensenet.training import images as images_module
 
 
 def test_rensenet_learns_on_real_lung_nodules(shared_data: Path) -> None:
@@ -28,7 +29,7 @@ def test_rensenet_learns_on_real_lung_nodules(shared_data: Path) -> None:
     frame = select_split(read_manifest(shared_data / "lung-nodule-ct"), "train")
     frame = pd.concat([frame[frame.label == c].head(128) for c in (0, 1)]).reset_index(drop=True)
     frame.attrs["root"] = str(shared_data / "lung-nodule-ct")
-    ds = make_dataset(frame, {"img_size": 48, "mean": [0.26], "std": [0.23], "augment": "none"}, train=True)
+    ds = make_dataset(frame, TrainConfig(data="", img_size=48, mean=[0.26], std=[0.23], augment="none"), train=True)
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])
     labels = torch.tensor(frame["label"].to_numpy())
     model = timm.create_model("rensenet_s", num_classes=2, in_chans=1)
@@ -82,7 +83,7 @@ def test_resume_continues_exactly(lung_small: Path, tmp_path: Path, monkeypatch:
     train(_config(lung_small, tmp_path / "straight", **kw))
 
     calls = {"n": 0}
-    real = trainer_module.predict_probs
+    real = images_module.predict_probs
 
     def interrupted(*args, **kwargs):  # the run dies during epoch 3's validation
         calls["n"] += 1
@@ -90,11 +91,11 @@ def test_resume_continues_exactly(lung_small: Path, tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "predict_probs", interrupted)
+    monkeypatch.setattr(images_module, "predict_probs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(_config(lung_small, tmp_path / "resumed", **kw))
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(trainer_module, "predict_probs", real)
+    monkeypatch.setattr(images_module, "predict_probs", real)
     with pytest.raises(ValueError, match=r"different settings \['lr'\]"):
         train(_config(lung_small, tmp_path / "resumed", resume=True, **{**kw, "lr": 0.1}))
     train(_config(lung_small, tmp_path / "resumed", resume=True, **kw))
@@ -107,7 +108,7 @@ def test_resume_continues_exactly(lung_small: Path, tmp_path: Path, monkeypatch:
 
 
 def test_early_stopping_after_patience(lung_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer_module, "auc_score", lambda labels, probs: 0.5)  # validation never improves
+    monkeypatch.setattr(images_module, "auc_score", lambda labels, probs: 0.5)  # validation never improves
     result = train(_config(lung_small, tmp_path / "es", epochs=5, early_stopping=1))
     assert [h["epoch"] for h in result.history] == [1, 2] and result.best_epoch == 1
 
@@ -160,7 +161,7 @@ def test_cli_evaluate_and_predict(lung_small: Path, tmp_path: Path, capsys) -> N
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "vol.nii.gz")
     pngs = [Path(p) for p in preds.path[:2]]
     assert cli(["predict", "--checkpoint", str(ckpt), *map(str, pngs), pydicom.data.get_testdata_file("CT_small.dcm"),
-                str(tmp_path / "vol.nii.gz"), "--out", str(tmp_path / "p.csv")]) == 0
+                str(tmp_path / "vol.nii.gz"), "--window", "lung", "--out", str(tmp_path / "p.csv")]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
     assert len(table) == 2 + 1 + 3 and list(table.slice.dropna()) == [0, 1, 2]
     # the same PNG gives the same probability as evaluate

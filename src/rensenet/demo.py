@@ -6,9 +6,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Union
 
+from .base import TrainConfig
+from .base.io import write_text
 from .evaluation.report import evaluate, format_metrics
-from .io import write_text
-from .training import TrainConfig, train
+from .training import train
 
 DEMO_EPOCHS = 12
 
@@ -44,7 +45,7 @@ def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = No
     report = [
         "# rensenet demo", "",
         f"`rensenet_s` trained for {len(result.history)} epochs on the embedded lung-nodule sample "
-        f"(LIDC-IDRI, CC BY 3.0), best validation AUC {result.best_val_auc:.3f} at epoch {result.best_epoch}; "
+        f"(LIDC-IDRI, CC BY 3.0), best {result.selection.replace('_', ' ')} {result.best_score:.3f} at epoch {result.best_epoch}; "
         f"scored on the sample's {metrics['n_patients']} held-out test patients ({minutes:.1f} min in all).", "",
         "```", text, "```", "",
         *(["Heatmaps (HiResCAM) against the radiologists' nodule masks:", "", "```", localization, "```", ""]

@@ -85,3 +85,15 @@ class SliceDataset(torch.utils.data.Dataset):
             "index": i,
         }
         return self.transform(sample) if self.transform is not None else sample
+
+
+def intensity_stats(dataset: SliceDataset) -> Tuple[float, float]:
+    """Mean and standard deviation of the (untransformed) pixels, for normalisation."""
+    total = count = sq = 0.0
+    for i in range(len(dataset)):
+        img = dataset.load(i)[0].astype(np.float64)
+        total += img.sum()
+        sq += (img ** 2).sum()
+        count += img.size
+    mean = total / count
+    return float(mean), float(max(np.sqrt(sq / count - mean ** 2), 1e-6))

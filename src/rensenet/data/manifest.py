@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -142,11 +142,36 @@ def _warn_patient_leak(df: pd.DataFrame, source: str) -> None:
         log.warning(msg)
 
 
-def class_names(df: pd.DataFrame, num_classes: Optional[int] = None) -> List[str]:
-    """Names of classes 0..n-1 from ``label_name`` (``class_i`` where a class has no row)."""
-    n = max(int(df["label"].max()) + 1, num_classes or 0)
+def _lines(df: pd.DataFrame, rows: np.ndarray, shown: int = 3) -> str:
+    return ", ".join(_line(df, i) for i in rows[:shown]) + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+
+
+def class_names(df: pd.DataFrame, names: Optional[Sequence[str]] = None) -> List[str]:
+    """Names of classes 0..n-1: ``names`` when given, else from ``label_name`` (``class_i`` where unnamed).
+
+    Labels are class indices, so a label of 7 in a two-class task would create six classes without an image and
+    train an 8-class model: that is refused, naming the rows, unless ``names`` lists every class.
+    """
+    source = df.attrs.get("source", "the manifest")
+    labels = df["label"].to_numpy()
+    if names is not None:
+        names = [str(n) for n in names]
+        outside = np.flatnonzero(labels >= len(names))
+        if len(outside):
+            raise DataError(f"{source}: {len(outside)} row(s) have a label outside the {len(names)} class names "
+                            f"given ({_lines(df, outside)}); labels index --class-names from 0")
+        return names
+    present = set(labels.tolist())
+    empty = [c for c in range(max(present) + 1) if c not in present]
+    if empty:
+        above = np.flatnonzero(labels > empty[0])
+        raise DataError(
+            f"{source}: no image has label {', '.join(map(str, empty))}, so those classes would be empty; "
+            f"{len(above)} row(s) have a label above {empty[0]} ({_lines(df, above)}). Fix those labels (they "
+            f"index classes from 0), or pass --class-names with all {max(present) + 1} names if the empty classes "
+            "are meant")
     mapping = dict(zip(df["label"], df["label_name"]))
-    return [str(mapping.get(i, f"class_{i}")) for i in range(n)]
+    return [str(mapping.get(i, f"class_{i}")) for i in range(max(present) + 1)]
 
 
 def select_split(df: pd.DataFrame, split: str) -> pd.DataFrame:

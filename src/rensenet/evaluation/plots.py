@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
-from ..io import save_figure  # noqa: E402
+from ..base.io import save_figure  # noqa: E402
 
 
 def plot_confusion_matrix(path: Path, labels: np.ndarray, preds: np.ndarray, names: Sequence[str]) -> Path:

@@ -7,13 +7,11 @@ from typing import Any, Dict, Optional, Union
 import pandas as pd
 from torch.utils.data import DataLoader
 
+from ..base import load_model, predict_probs, resolve_device
+from ..base.datasets import make_dataset
+from ..base.io import write_csv, write_json
 from ..data import DataError, read_manifest, select_split
-from ..data.pipeline import make_dataset
-from ..io import write_csv, write_json
-from ..training.checkpoint import load_model
-from ..training.distributed import resolve_device
-from .inference import predict_probs
-from .metrics import bootstrap_by_patient, per_class_metrics, sensitivity_by_lesion_size
+from .classification import bootstrap_by_patient, per_class_metrics, sensitivity_by_lesion_size
 from .plots import plot_confusion_matrix, plot_roc
 
 
@@ -31,18 +29,18 @@ def evaluate(
     """Scores of ``checkpoint`` on ``split`` (or ``"all"``) of ``data``; files are written when ``out`` is set."""
     dev = resolve_device(device)
     model, cfg = load_model(checkpoint, dev)
-    names = cfg["class_names"]
+    names = cfg.class_names
     frame = select_split(read_manifest(data), split)
-    if int(frame["label"].max()) >= cfg["num_classes"]:
-        bad = frame[frame["label"] >= cfg["num_classes"]].iloc[0]
+    if int(frame["label"].max()) >= cfg.num_classes:
+        bad = frame[frame["label"] >= cfg.num_classes].iloc[0]
         raise DataError(f"{frame.attrs['source']}, line {bad['_line']}: label {bad['label']} is outside the "
-                        f"checkpoint's {cfg['num_classes']} classes {names}")
+                        f"checkpoint's {cfg.num_classes} classes {names}")
     dataset = make_dataset(frame, cfg)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     probs, labels, _ = predict_probs(model, loader, dev)
     preds = probs.argmax(1)
     metrics: Dict[str, Any] = {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split, "model": cfg["model"],
+        "checkpoint": str(checkpoint), "data": str(data), "split": split, "model": cfg.model,
         "n": int(len(labels)), "n_patients": int(frame["patient_id"].nunique()),
         "class_names": names, "n_boot": n_boot, "confidence": 0.95,
         **bootstrap_by_patient(labels, probs, frame["patient_id"].to_numpy(), n_boot=n_boot, seed=seed),

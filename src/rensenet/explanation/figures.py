@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import save_figure  # noqa: E402
+from ..base.io import save_figure  # noqa: E402
 
 
 def draw_overlay(ax, image: np.ndarray, cam: Optional[np.ndarray], mask: Optional[np.ndarray], title: str = "",

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..base import batches_of, load_model, predict_logits, resolve_device
+from ..base.datasets import make_dataset
+from ..base.io import atomic_write, write_csv, write_json
 from ..data import read_manifest, select_split
-from ..data.pipeline import make_dataset
-from ..io import atomic_write, write_csv, write_json
-from ..training.checkpoint import load_model
-from ..training.distributed import resolve_device
 from .cam import compute_cams, default_target_layers, road_scores
 from .figures import contact_sheet, model_comparison
 from .scores import score_heatmaps, summarize_localization
@@ -38,6 +37,7 @@ class Explanation:
     cams: np.ndarray  # (N, H, W) display heatmaps
     lesion_cams: np.ndarray  # (n_lesions, H, W) heatmaps of the lesion's class, for scoring
     lesion_rows: np.ndarray  # row indices of lesion images
+    class_names: List[str] = field(default_factory=list)
     localization: Dict[str, Any] = field(default_factory=dict)
     per_image: Optional[pd.DataFrame] = None
     figures: List[Tuple[str, str]] = field(default_factory=list)
@@ -72,8 +72,7 @@ def explain_model(
     x = torch.stack([s["image"] for s in samples])
     masks = torch.stack([s["mask"][0] for s in samples]).numpy()
     labels = frame["label"].to_numpy()
-    with torch.no_grad():
-        probs = torch.cat([torch.softmax(model(x[i:i + 256].to(dev)), 1).cpu() for i in range(0, len(x), 256)]).numpy()
+    probs = torch.softmax(predict_logits(model, batches_of(x, 256), dev), 1).numpy()
     if class_mode == "predicted":
         classes = probs.argmax(1)
     elif class_mode == "true":
@@ -94,10 +93,10 @@ def explain_model(
         redo = lesion_rows[~same]
         lesion_cams[~same] = compute_cams(model, x[redo], labels[redo], method=method, target_layers=layers,
                                           batch_size=batch_size)
-    mean, std = np.asarray(cfg["mean"])[:, None, None], np.asarray(cfg["std"])[:, None, None]
+    mean, std = np.asarray(cfg.mean)[:, None, None], np.asarray(cfg.std)[:, None, None]
     display = (x.numpy() * std + mean)[:, x.shape[1] // 2]
-    result = Explanation(cfg["model"], method, layers, frame, display, masks, probs, classes, cams, lesion_cams,
-                         lesion_rows)
+    result = Explanation(cfg.model, method, layers, frame, display, masks, probs, classes, cams, lesion_cams,
+                         lesion_rows, class_names=list(cfg.class_names))
     if len(lesion_rows):
         table = score_heatmaps(lesion_cams, masks[lesion_rows], tolerance=tolerance, threshold=threshold)
         table.insert(0, "path", frame["path"].to_numpy()[lesion_rows])
@@ -110,9 +109,9 @@ def explain_model(
         if faithfulness:
             summary["road_combined"] = float(table["road"].mean())
         result.per_image, result.localization = table, summary
-    result.localization.update({"model": cfg["model"], "checkpoint": str(checkpoint), "split": split,
+    result.localization.update({"model": cfg.model, "checkpoint": str(checkpoint), "split": split,
                                 "method": method, "target_layers": layers, "class_for_scores": "lesion (true) class",
-                                "input_size": int(cfg["img_size"])})
+                                "input_size": int(cfg.img_size)})
     return result
 
 
@@ -166,8 +165,7 @@ def write_explanation(e: Explanation, out: Union[str, Path], *, class_names: Seq
 def explain(checkpoint, data, *, out, split: str = "test", **kwargs: Any) -> Explanation:
     """Explain one checkpoint and write its files under ``out``."""
     e = explain_model(checkpoint, data, split=split, **kwargs)
-    cfg = load_model(checkpoint)[1]
-    return write_explanation(e, out, class_names=cfg["class_names"])
+    return write_explanation(e, out, class_names=e.class_names)
 
 
 def compare_models(explanations: Dict[str, Explanation], out: Union[str, Path], *, n: int = 8) -> Path:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import distance_transform_edt
 
+from ..base.stats import TERCILES, patient_bootstrap, size_terciles
+
 SCORES = ("pointing_game", "energy_in_lesion", "energy_lift", "iou", "dice")
 
 
@@ -65,15 +67,9 @@ def score_heatmaps(cams: np.ndarray, masks: np.ndarray, *, tolerance: float = 0.
     return pd.DataFrame(rows)
 
 
-def _bootstrap_mean(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> Dict[str, float]:
-    ids, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=len(ids))
-    counts = np.bincount(inverse, minlength=len(ids))
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(ids), (n_boot, len(ids)))
-    boot = sums[pick].sum(1) / counts[pick].sum(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    return {"value": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+def _mean_with_interval(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> Dict[str, float]:
+    return patient_bootstrap(lambda rows: {"mean": float(values[rows].mean())}, groups, n_boot=n_boot,
+                             seed=seed)["mean"]
 
 
 def summarize_localization(
@@ -86,21 +82,19 @@ def summarize_localization(
                            "pointing_tolerance_px": tolerance, "iou_threshold": threshold,
                            "chance": {"pointing_game": float(table["lesion_share"].mean()), "energy_lift": 1.0}}
     for s in SCORES:
-        out[s] = _bootstrap_mean(table[s].to_numpy(float), groups, n_boot, seed)
+        out[s] = _mean_with_interval(table[s].to_numpy(float), groups, n_boot, seed)
     sizes = table["lesion_px"].to_numpy(float) if "lesion_px" in table else np.full(len(table), np.nan)
-    known = np.isfinite(sizes) & (sizes > 0)
-    if known.sum() >= 3:
-        edges = np.quantile(sizes[known], [1 / 3, 2 / 3])
-        bins = np.searchsorted(edges, sizes, side="right")
+    bins = size_terciles(sizes)
+    if bins is not None:
         by_size: List[Dict[str, Any]] = []
-        for b, name in enumerate(("small", "medium", "large")):
-            sel = known & (bins == b)
+        for name in TERCILES:
+            sel = (bins == name).to_numpy()
             if not sel.any():
                 continue
             row = {"tercile": name, "min_px": float(sizes[sel].min()), "max_px": float(sizes[sel].max()),
                    "n": int(sel.sum()), "chance_pointing_game": float(table["lesion_share"][sel].mean())}
             for s in SCORES:
-                row[s] = _bootstrap_mean(table[s].to_numpy(float)[sel], groups[sel], n_boot, seed)
+                row[s] = _mean_with_interval(table[s].to_numpy(float)[sel], groups[sel], n_boot, seed)
             by_size.append(row)
         out["by_lesion_size"] = by_size
     return out

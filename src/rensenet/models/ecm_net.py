@@ -5,14 +5,16 @@ This is the fair test of whether the ECM helps any backbone or only RenseNet: ``
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import timm
 import torch
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from .ecm import EdgeConservativeModule, FeatureFusion, match_size
 from .heads import ClassifierHead, ThreeHeadNet
+from .pretrained import checkpoint_filter_fn, rensenet_cfg
 
 
 class ECMNet(ThreeHeadNet):
@@ -29,6 +31,7 @@ class ECMNet(ThreeHeadNet):
         *,
         num_classes: int = 2,
         in_chans: int = 1,
+        global_pool: str = "avg",
         ecm_kernel_size: int = 5,
         ecm_upsample: str = "bilinear",
         ecm_max_chs: int = 128,
@@ -36,8 +39,6 @@ class ECMNet(ThreeHeadNet):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        backbone_kwargs.pop("pretrained_cfg", None)
-        backbone_kwargs.pop("pretrained_cfg_overlay", None)
         self.body = timm.create_model(backbone, pretrained=False, features_only=True, in_chans=in_chans,
                                       **backbone_kwargs)
         reductions, chs = self.body.feature_info.reduction(), self.body.feature_info.channels()
@@ -47,19 +48,21 @@ class ECMNet(ThreeHeadNet):
         self.backbone_name = backbone
         self.in_chans = in_chans
         self.num_classes = num_classes
+        self.drop_rate = drop_rate
         self.ecm = EdgeConservativeModule(chs[:-1], out_chs=[min(c, ecm_max_chs) for c in chs[:-1]],
                                           kernel_size=ecm_kernel_size, upsample_mode=ecm_upsample)
         self.fusion = FeatureFusion()
-        self.num_features = chs[-1] + self.ecm.out_chs
+        self.num_features = self.head_hidden_size = chs[-1] + self.ecm.out_chs
 
         def head(c: int) -> ClassifierHead:
-            return ClassifierHead(c, num_classes, hidden_chs=max(c // 2, 1), drop_rate=drop_rate)
+            return ClassifierHead(c, num_classes, hidden_chs=max(c // 2, 1), drop_rate=drop_rate,
+                                  pool_type=global_pool)
 
         self.head, self.backbone_head, self.ecm_head = head(self.num_features), head(chs[-1]), head(self.ecm.out_chs)
-        self.pretrained_cfg = self.default_cfg = {
-            "architecture": f"ecm_{backbone}", "num_classes": num_classes, "input_size": (in_chans, 64, 64),
-            "mean": (0.5,) * in_chans, "std": (0.25,) * in_chans, "classifier": "head.fc",
-        }
+        self.feature_info: List[Dict[str, Any]] = [
+            dict(num_chs=c, reduction=r, module=f"body.{m}")
+            for c, r, m in zip(chs, reductions, self.body.feature_info.module_name())
+        ] + [dict(num_chs=self.num_features, reduction=reductions[-1], module="fusion")]
 
     @property
     def default_cam_layers(self) -> List[str]:
@@ -70,20 +73,58 @@ class ECMNet(ThreeHeadNet):
         ecm_map = match_size(self.ecm(feats[:-1]), feats[-1])  # DenseNet floors odd sizes, the ECM rounds up
         return feats[-1], ecm_map, self.fusion(feats[-1], ecm_map)
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The backbone's feature maps and the fused map, as listed in ``feature_info``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"ECMNet only supports output_fmt='NCHW', got {output_fmt!r}")
+        take_indices, _ = feature_take_indices(len(self.feature_info), indices)
+        feats = self.body(x)
+        fused = self.fusion(feats[-1], match_size(self.ecm(feats[:-1]), feats[-1]))
+        maps = list(feats) + [fused]
+        intermediates = [maps[i] for i in take_indices]
+        if intermediates_only:
+            return intermediates
+        return fused, intermediates
 
-def _ecm_net(backbone: str, pretrained: bool, **kwargs: Any) -> ECMNet:
-    if pretrained:
-        raise ValueError(f"no pretrained weights are published for ecm_{backbone}")
-    return ECMNet(backbone, **kwargs)
+
+#: The timm backbone of each registered variant.
+MODEL_ARGS: Dict[str, Dict[str, Any]] = {
+    "ecm_resnet18": dict(backbone="resnet18"),
+    "ecm_densenet121": dict(backbone="densenet121"),
+}
+
+default_cfgs = generate_default_cfgs({
+    "ecm_resnet18.untrained": rensenet_cfg(first_conv="body.conv1", pool_size=(2, 2)),
+    "ecm_densenet121.untrained": rensenet_cfg(first_conv="body.features_conv0", pool_size=(2, 2)),
+})
+
+
+def _create_ecm_net(variant: str, pretrained: bool = False, **kwargs: Any) -> ECMNet:
+    return build_model_with_cfg(
+        ECMNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))),  # 5 backbone maps + the fusion
+        **{**MODEL_ARGS[variant], **kwargs},
+    )
 
 
 @register_model
 def ecm_resnet18(pretrained: bool = False, **kwargs: Any) -> ECMNet:
     """timm ResNet-18 with the Edge Conservative Module and three heads."""
-    return _ecm_net("resnet18", pretrained, **kwargs)
+    return _create_ecm_net("ecm_resnet18", pretrained, **kwargs)
 
 
 @register_model
 def ecm_densenet121(pretrained: bool = False, **kwargs: Any) -> ECMNet:
     """timm DenseNet-121 with the Edge Conservative Module (widths capped at 128) and three heads."""
-    return _ecm_net("densenet121", pretrained, **kwargs)
+    return _create_ecm_net("ecm_densenet121", pretrained, **kwargs)

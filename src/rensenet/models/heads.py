@@ -1,4 +1,4 @@
-"""Classifier head: global average pool, then FC -> ReLU -> dropout -> FC, as in the prototype."""
+"""Classifier head: global pool, then FC -> ReLU -> dropout -> FC, as in the prototype; the timm head API."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import global_avg_pool
+from .layers import global_pool
 
 
 class RenseNetOutput(NamedTuple):
@@ -18,25 +18,38 @@ class RenseNetOutput(NamedTuple):
 
 
 class ClassifierHead(nn.Module):
-    """Pools a feature map and classifies it; ``num_classes=0`` makes it return the pooled features."""
+    """Pools a feature map and classifies it.
 
-    def __init__(
-        self, in_chs: int, num_classes: int, *, hidden_chs: int, drop_rate: float = 0.0, spatial_dims: int = 2
-    ) -> None:
+    ``num_classes=0`` returns the pooled features; ``pool_type=""`` (only with ``num_classes=0``, as in timm)
+    returns the map itself, which is what whole-image (dense) evaluation runs on.
+    """
+
+    def __init__(self, in_chs: int, num_classes: int, *, hidden_chs: int, drop_rate: float = 0.0,
+                 pool_type: str = "avg", spatial_dims: int = 2) -> None:
         super().__init__()
         self.in_chs = in_chs
         self.hidden_chs = hidden_chs
         self.drop_rate = drop_rate
-        self.global_pool = global_avg_pool(spatial_dims)
+        self.spatial_dims = spatial_dims
+        self.pool_type = pool_type
+        self.global_pool = global_pool(spatial_dims, pool_type)
         self.flatten = nn.Flatten(1)
         self.fc1 = nn.Identity()
         self.act = nn.Identity()
         self.drop = nn.Identity()
         self.fc = nn.Identity()
-        self.reset(num_classes)
+        self.reset(num_classes, pool_type)
 
-    def reset(self, num_classes: int) -> None:
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
         """New, freshly initialised classifier layers for ``num_classes`` (0: none, output pooled features)."""
+        if pool_type is not None:
+            if pool_type == "" and num_classes > 0:
+                raise ValueError("global_pool='' (no pooling) needs num_classes=0: a classifier needs pooled features")
+            self.pool_type = pool_type
+            self.global_pool = global_pool(self.spatial_dims, pool_type)
+            self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
+        elif self.pool_type == "" and num_classes > 0:
+            raise ValueError("this head does not pool (global_pool=''): pass global_pool='avg' with num_classes > 0")
         self.num_classes = num_classes
         if num_classes > 0:
             self.fc1 = nn.Linear(self.in_chs, self.hidden_chs)
@@ -46,11 +59,15 @@ class ClassifierHead(nn.Module):
         else:
             self.fc1, self.act, self.drop, self.fc = nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity()
 
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled features (N, C): the part a dense evaluation applies at every window position."""
+        return self.fc(self.drop(self.act(self.fc1(pooled))))
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.flatten(self.global_pool(x))
         if pre_logits:
             return x
-        return self.fc(self.drop(self.act(self.fc1(x))))
+        return self.classify(x)
 
 
 class ThreeHeadNet(nn.Module):
@@ -85,10 +102,9 @@ class ThreeHeadNet(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace all heads with new ones for ``num_classes`` (0: the model returns pooled fused features)."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        """New heads for ``num_classes``; ``num_classes=0`` returns pooled fused features, and with
+        ``global_pool=''`` the fused map itself (timm's convention)."""
         self.num_classes = num_classes
         for head in (self.head, self.backbone_head, self.ecm_head):
             if head is not None:
-                head.reset(num_classes)
+                head.reset(num_classes, global_pool)

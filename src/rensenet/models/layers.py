@@ -43,7 +43,17 @@ def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
     return module
 
 
-def global_avg_pool(spatial_dims: int) -> nn.Module:
+POOL_TYPES = ("avg", "max", "")
+
+
+def global_pool(spatial_dims: int, pool_type: str = "avg") -> nn.Module:
+    """Global pooling as timm names it: ``"avg"``, ``"max"``, or ``""`` (none: the map passes through)."""
+    if pool_type not in POOL_TYPES:
+        raise ValueError(f"unknown global_pool {pool_type!r}: use one of {POOL_TYPES}")
+    if pool_type == "":
+        return nn.Identity()
+    if pool_type == "max":
+        return _by_dims(spatial_dims, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)(1)
     return _by_dims(spatial_dims, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)(1)
 
 

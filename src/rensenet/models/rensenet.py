@@ -11,6 +11,7 @@ from timm.models._features import feature_take_indices
 from .ecm import UPSAMPLE_MODES, EdgeConservativeModule, FeatureFusion
 from .heads import ClassifierHead, RenseNetOutput, ThreeHeadNet
 from .layers import ConvNormAct, replace_batch_norm
+from .pretrained import checkpoint_filter_fn, rensenet_cfg
 from .rense_block import BlockVariant, RenseBlock
 from .transition import Transition
 
@@ -66,6 +67,7 @@ class RenseNet(ThreeHeadNet):
         ecm_kernel_size: kernel of the ECM's compensation convolutions (5 in the paper; 3 is cheaper).
         ecm_upsample: ``"bilinear"`` (the paper) or ``"nearest"`` for ``up2`` in ``B = |F - up2(avgpool2(F))|``.
         head_hidden: hidden width of each head's FC -> ReLU -> FC (default: half its input width).
+        global_pool: ``"avg"`` (the paper), ``"max"``, or ``""`` with ``num_classes=0`` (the fused map itself).
         drop_rate: dropout before each head's last FC.
         norm: ``"batch"`` (the paper) or ``"group"`` (GroupNorm, independent of the batch size).
         spatial_dims: 2 for slices, 3 for volumes.
@@ -85,6 +87,7 @@ class RenseNet(ThreeHeadNet):
         ecm_kernel_size: int = 5,
         ecm_upsample: str = "bilinear",
         head_hidden: Optional[int] = None,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         norm: str = "batch",
         spatial_dims: int = 2,
@@ -135,9 +138,8 @@ class RenseNet(ThreeHeadNet):
 
         def make_head(in_chs: int) -> ClassifierHead:
             hidden = head_hidden if head_hidden is not None else max(in_chs // 2, 1)
-            return ClassifierHead(
-                in_chs, num_classes, hidden_chs=hidden, drop_rate=drop_rate, spatial_dims=spatial_dims
-            )
+            return ClassifierHead(in_chs, num_classes, hidden_chs=hidden, drop_rate=drop_rate, pool_type=global_pool,
+                                  spatial_dims=spatial_dims)
 
         if ecm:
             self.ecm = EdgeConservativeModule(
@@ -232,30 +234,10 @@ class RenseNet(ThreeHeadNet):
 
 
 # --- variants -------------------------------------------------------------------------------------------------
-def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 2,
-        "input_size": (1, 64, 64),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": (0.5,),
-        "std": (0.25,),
-        "first_conv": "stem.conv",
-        "classifier": "head.fc",
-        "license": "apache-2.0",
-        "paper_ids": "doi:10.3390/cancers16030570",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs(
-    {
-        "rensenet_s.untrained": _cfg(),
-        "rensenet_m.untrained": _cfg(),
-    }
-)
+default_cfgs = generate_default_cfgs({
+    "rensenet_s.untrained": rensenet_cfg(),
+    "rensenet_m.untrained": rensenet_cfg(),
+})
 
 #: Architecture of each registered variant; everything else comes from keyword arguments.
 MODEL_ARGS: Dict[str, Dict[str, Any]] = {
@@ -265,17 +247,13 @@ MODEL_ARGS: Dict[str, Dict[str, Any]] = {
 
 
 def _create_rensenet(variant: str, pretrained: bool = False, **kwargs: Any) -> RenseNet:
-    if pretrained:
-        raise ValueError(
-            f"no pretrained weights are published for {variant}; create it with pretrained=False and train it "
-            "(`rensenet train --model {variant}`), or load your own checkpoint"
-        )
     model_args = {**MODEL_ARGS[variant], **kwargs}
     num_features = len(model_args["block_config"]) + int(model_args.get("ecm", True))
     return build_model_with_cfg(
         RenseNet,
         variant,
         pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_features))),
         **model_args,
     )

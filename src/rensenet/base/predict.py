@@ -1,0 +1,44 @@
+"""The one batched-prediction loop: every command that turns images into class probabilities goes through it."""
+from __future__ import annotations
+
+from typing import Iterable, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device, *,
+                   amp: bool = False) -> torch.Tensor:
+    """Logits (N, C) on the CPU, in float32, for an iterable of input batches (B, C, H, W); eval mode throughout."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for x in batches:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out.append(model(x.to(device, non_blocking=True)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def predict_probs(model: nn.Module, loader: Iterable, device: torch.device, *,
+                  amp: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities (N, C), labels (N,), dataset indices (N,)) over a loader of sample dicts."""
+    labels, indices = [], []
+
+    def images():
+        for batch in loader:
+            labels.append(torch.as_tensor(batch["label"]))
+            indices.append(torch.as_tensor(batch["index"]))
+            yield batch["image"]
+
+    probs = torch.softmax(predict_logits(model, images(), device, amp=amp), dim=1)
+    return probs.numpy(), torch.cat(labels).numpy(), torch.cat(indices).numpy()
+
+
+def batches_of(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    """``images`` (N, ...) in consecutive batches of ``batch_size``."""
+    return (images[i:i + batch_size] for i in range(0, len(images), batch_size))
