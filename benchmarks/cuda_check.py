@@ -22,7 +22,7 @@ import timm
 import torch
 
 import rensenet  # noqa: F401  (registers the RenseNet models with timm)
-from rensenet.models import RenseNetLoss
+from rensenet.benchmark.cost import inference, seconds_per_call, train_step
 
 MODELS = ["rensenet_s", "rensenet_m", "resnet18", "densenet121", "efficientnet_b0"]
 
@@ -43,35 +43,13 @@ def train_check() -> bool:
 
 
 def images_per_s(name: str, *, batch: int, size: int, amp: bool, channels_last: bool, train: bool) -> float:
-    model = timm.create_model(name, num_classes=2, in_chans=1).cuda()
+    """Images/s of one SGD step (``train``) or one forward pass, timed by the package's cost timer."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt).train(train)
-    x = torch.randn(batch, 1, size, size, device="cuda").to(memory_format=fmt)
+    model = timm.create_model(name, num_classes=2, in_chans=1).cuda().to(memory_format=fmt)
+    x = torch.randn(batch, 1, size, size, device="cuda").contiguous(memory_format=fmt)
     y = torch.randint(0, 2, (batch,), device="cuda")
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = RenseNetLoss()
-    step = model.forward_heads if hasattr(model, "forward_heads") else model
-
-    def once() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            if train:
-                loss = loss_fn(step(x), y)
-            else:
-                with torch.no_grad():
-                    model(x)
-                return
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(5):
-        once()
-    torch.cuda.synchronize()
-    n, t = 20, time.perf_counter()
-    for _ in range(n):
-        once()
-    torch.cuda.synchronize()
-    return n * batch / (time.perf_counter() - t)
+    fn = train_step(model, x, y, amp=amp) if train else inference(model, x, amp=amp)
+    return batch / seconds_per_call({"fn": fn}, warmup=5, repeats=5, inner=4)["fn"]
 
 
 def main() -> int:

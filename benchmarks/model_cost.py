@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import timm
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 import rensenet  # noqa: F401
+from rensenet.benchmark.cost import gflops as count_gflops
 
 MODELS = [
     ("rensenet_s", {}), ("rensenet_s", {"ecm": False}), ("rensenet_m", {}), ("rensenet_m", {"ecm": False}),
@@ -19,10 +18,7 @@ MODELS = [
 
 
 def gflops(model: torch.nn.Module, size: int) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.randn(1, 1, size, size))
-    return counter.get_total_flops() / 1e9
+    return count_gflops(model, torch.randn(1, 1, size, size))
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import time
 from datetime import date
 from typing import Callable, Dict
@@ -23,10 +22,10 @@ from typing import Callable, Dict
 import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 import rensenet  # noqa: F401  (registers the models)
-from rensenet.models import RenseNetLoss, fuse_conv_bn
+from rensenet.benchmark.cost import gflops, inference as infer_fn, seconds_per_call, train_step
+from rensenet.models import fuse_conv_bn
 
 
 def make(name: str, **kwargs) -> torch.nn.Module:
@@ -35,45 +34,12 @@ def make(name: str, **kwargs) -> torch.nn.Module:
 
 
 def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, compiled: bool = False) -> Callable:
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = RenseNetLoss()
-    forward = model.forward_heads
-    if compiled:
-        forward = torch.compile(forward)
-
-    def step() -> None:
-        loss = loss_fn(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def infer_fn(model: torch.nn.Module, x: torch.Tensor) -> Callable:
-    model.eval()
-
-    def run() -> None:
-        with torch.inference_mode():
-            model(x)
-
-    return run
+    return train_step(model, x, y, compiled=compiled)
 
 
 def timed(fns: Dict[str, Callable], *, repeats: int, inner: int) -> Dict[str, float]:
     """Median seconds per call of each fn, timed round-robin after two warm-up calls each."""
-    for fn in fns.values():
-        fn()
-        fn()
-    samples: Dict[str, list] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples[k].append((time.perf_counter() - t) / inner)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return seconds_per_call(fns, warmup=2, repeats=repeats, inner=inner)
 
 
 def table(title: str, secs: Dict[str, float], batch: int) -> str:
@@ -111,13 +77,7 @@ def main() -> None:
 
     base = make(a.model)
     ablation = make(a.model, ecm=False)
-    with torch.no_grad():
-        flops = {}
-        for k, m in (("with ECM", base), ("without ECM", ablation)):
-            counter = FlopCounterMode(display=False)
-            with counter:
-                m.eval()(x1)
-            flops[k] = counter.get_total_flops() / 1e9
+    flops = {"with ECM": gflops(base, x1), "without ECM": gflops(ablation, x1)}
     print(f"GFLOPs per image: {flops['with ECM']:.3f} with the ECM, {flops['without ECM']:.3f} without "
           f"(the ECM is {1 - flops['without ECM'] / flops['with ECM']:.0%}).\n")
 

@@ -145,81 +145,123 @@ def test_a_fresh_clone_keeps_the_published_results(tmp_path: Path, capsys) -> No
     assert collect_records(loaded)[0]["gflops"] == 0.5 and collect_records(loaded)[0]["cost_machine"] == "old CPU"
 
 
-def test_tiny_benchmark_runs_resumes_and_reports(lung_small: Path, tmp_path: Path, capsys) -> None:
-    cfg = {
-        "data_root": str(lung_small.parent), "out": str(tmp_path / "runs"), "results": str(tmp_path / "results.json"),
-        "report": str(tmp_path / "report" / "RESULTS.md"), "seeds": [0, 1], "epochs": 1, "n_boot": 20,
-        "train": {"batch_size": 16}, "explain": {"faithfulness": False},
-        "tasks": {lung_small.name: {"img_size": 48}},
-        "models": {"rensenet_s": {"model": "rensenet_s", "sweep": {"lr": [0.02]}},  # one value: used, not swept
-                   "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03]}}},
-    }
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
-    # two units at once, two runs of each at once, accuracy only (as on a GPU), then the CPU cost in a second pass
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--jobs", "2", "--parallel-runs", "2",
-                "--no-cost", "--no-report"]) == 0
-    records = json.loads((tmp_path / "results.json").read_text())
+TINY_MODELS = {"rensenet_s": {"model": "rensenet_s", "sweep": {"lr": [0.02]}},  # one value: used, not swept
+               "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03]}}}
+
+
+def _tiny_config(lung_small: Path, **changes) -> dict:
+    """Relative paths, so a copy of the folder is a benchmark of its own."""
+    return {"data_root": str(lung_small.parent), "out": "runs", "results": "results.json",
+            "report": "report/RESULTS.md", "seeds": [0, 1], "epochs": 1, "n_boot": 20,
+            "train": {"batch_size": 16}, "explain": {"faithfulness": False},
+            "tasks": {lung_small.name: {"img_size": 48}}, "models": TINY_MODELS, **changes}
+
+
+@pytest.fixture(scope="module")
+def tiny_benchmark(lung_small: Path, tmp_path_factory) -> Path:
+    """Two units, two seeds, run the way a GPU session runs them: both units at once, two runs of each at once,
+    accuracy only; then the CPU cost in a second pass."""
+    folder = tmp_path_factory.mktemp("bench")
+    (folder / "b.yaml").write_text(yaml.safe_dump(_tiny_config(lung_small)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        assert cli(["benchmark", "--config", "b.yaml", "--jobs", "2", "--parallel-runs", "2", "--no-cost",
+                    "--no-report"]) == 0
+        assert all("gflops" not in r for r in json.loads(Path("results.json").read_text()))
+        assert cli(["benchmark", "--config", "b.yaml", "--costs-only"]) == 0
+    return folder
+
+
+@pytest.fixture()
+def bench_copy(tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the finished tiny benchmark to change, as the working folder."""
+    import shutil
+
+    copy = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, copy)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def test_every_seed_is_recorded_with_its_sweep_choice_and_cost(bench_copy: Path, lung_small: Path) -> None:
+    records = json.loads(Path("results.json").read_text())
     assert sorted((r["model"], r["seed"]) for r in records) == [("rensenet_s", 0), ("rensenet_s", 1),
                                                                 ("resnet18", 0), ("resnet18", 1)]
-    assert all("gflops" not in r for r in records)
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--costs-only"]) == 0
-    records = json.loads((tmp_path / "results.json").read_text())
     for r in records:
         missing = [f for f in RECORD_FIELDS if f not in r]
         assert not missing, missing
         assert 0 <= r["auc"] <= 1 and r["peak_train_mem_mb"] > 100 and r["img_size"] == 48
-    chosen = json.loads((tmp_path / "runs" / "sweep" / lung_small.name / "resnet18" / "chosen.json").read_text())
-    lr = chosen["options"]["lr"]
-    assert lr in (0.01, 0.03) and [t["options"]["lr"] for t in chosen["tried"]] == [0.01, 0.03]
-    assert all(r["train_options"]["lr"] == lr for r in records if r["model"] == "resnet18")
+    chosen = json.loads(Path(f"runs/sweep/{lung_small.name}/resnet18/chosen.json").read_text())
+    assert [t["options"]["lr"] for t in chosen["tried"]] == [0.01, 0.03]
+    assert chosen["options"] == max(chosen["tried"], key=lambda t: t["val_auc"])["options"]  # the better val AUC
+    assert all(r["train_options"]["lr"] == chosen["options"]["lr"] for r in records if r["model"] == "resnet18")
     assert all(r["train_options"]["lr"] == 0.02 for r in records if r["model"] == "rensenet_s")
-    assert not (tmp_path / "runs" / "sweep" / lung_small.name / "rensenet_s").exists()
-    # the sweep ran as many epochs as the benchmark: its winner is the seed-0 run, not trained twice
+    assert not Path(f"runs/sweep/{lung_small.name}/rensenet_s").exists()
+    # each run got its settings as one JSON config, which `rensenet train --config` reads back
+    run = Path(records[0]["run"])
+    config = json.loads((run.parent / f"{run.name}.train_config.json").read_text())
+    assert config["out"] == str(run) and config["batch_size"] == 16 and config["progress"] is False
+
+
+def test_the_sweep_winner_is_the_seed_0_run_and_is_recorded_first(bench_copy: Path, lung_small: Path) -> None:
+    records = json.loads(Path("results.json").read_text())
+    chosen = json.loads(Path(f"runs/sweep/{lung_small.name}/resnet18/chosen.json").read_text())
     seed0 = next(r for r in records if r["model"] == "resnet18" and r["seed"] == 0)
-    assert seed0["run"] == chosen["run"] and not (tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "run").exists()
-    unit = tmp_path / "runs" / lung_small.name / "resnet18"  # and it was recorded before seed 1 started training
+    unit = Path("runs") / lung_small.name / "resnet18"
+    assert seed0["run"] == chosen["run"] and not (unit / "seed0" / "run").exists()  # not trained twice
     assert (unit / "seed0" / "record.json").stat().st_mtime_ns < (unit / "seed1" / "run" / "config.json").stat().st_mtime_ns
 
-    ckpt = Path(seed0["run"]) / "best.pt"
+
+def test_a_finished_benchmark_is_not_run_again(bench_copy: Path) -> None:
+    ckpt = Path(json.loads(Path("results.json").read_text())[2]["run"]) / "best.pt"
     stamp = ckpt.stat().st_mtime_ns
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml")]) == 0  # nothing left to do
-    assert ckpt.stat().st_mtime_ns == stamp and len(json.loads((tmp_path / "results.json").read_text())) == 4
-    # the grid grows after the unit finished: --sweep-only trains the new point alone and names stale seeds
-    cfg["models"]["resnet18"]["sweep"]["lr"] = [0.01, 0.03, 0.1]
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["benchmark", "--config", "b.yaml"]) == 0
+    assert ckpt.stat().st_mtime_ns == stamp and len(json.loads(Path("results.json").read_text())) == 4
+
+
+def test_sweep_only_trains_the_new_grid_point_alone_and_names_stale_seeds(bench_copy: Path, lung_small: Path,
+                                                                           capsys) -> None:
+    root = Path(f"runs/sweep/{lung_small.name}/resnet18")
+    before = json.loads((root / "chosen.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("best.pt")}
+    cfg = _tiny_config(lung_small)
+    cfg["models"] = {**TINY_MODELS, "resnet18": {"model": "resnet18", "sweep": {"lr": [0.01, 0.03, 0.1]}}}
+    Path("b.yaml").write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--models", "resnet18", "--sweep-only"]) == 0
-    rechosen = json.loads((tmp_path / "runs" / "sweep" / lung_small.name / "resnet18" / "chosen.json").read_text())
-    assert [t["options"]["lr"] for t in rechosen["tried"]] == [0.01, 0.03, 0.1]
-    assert rechosen["tried"][:2] == chosen["tried"] and ckpt.stat().st_mtime_ns == stamp  # finished runs reused
+    assert cli(["benchmark", "--config", "b.yaml", "--models", "resnet18", "--sweep-only"]) == 0
+    after = json.loads((root / "chosen.json").read_text())
+    assert [t["options"]["lr"] for t in after["tried"]] == [0.01, 0.03, 0.1] and after["tried"][:2] == before["tried"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()) and (root / "lr0.1" / "best.pt").exists()
+    assert after["options"] == max(after["tried"], key=lambda t: t["val_auc"])["options"]
+    trained_at = {r["seed"]: r["train_options"]["lr"] for r in json.loads(Path("results.json").read_text())
+                  if r["model"] == "resnet18"}
+    stale = sorted(seed for seed, lr in trained_at.items() if lr != after["options"]["lr"])
     out = capsys.readouterr().out
-    if rechosen["options"] == chosen["options"]:
-        assert "every recorded seed was trained at the current choice" in out
-    else:
-        assert out.count("resnet18 / seed") == 2 and "now chosen lr=0.1" in out
-    report = (tmp_path / "report" / "RESULTS.md").read_text()
+    assert [int(line.split("seed ")[1].split()[0]) for line in out.splitlines() if "resnet18 / seed" in line] == stale
+
+
+def test_the_report_redraws_from_saved_panels_without_checkpoints(bench_copy: Path, lung_small: Path) -> None:
+    report = Path("report/RESULTS.md").read_text()
     assert "paired t-test over 2 seeds" in report and "| rensenet_s | 2 |" in report
     assert "| resnet18 | lr=" in report  # the sweep table
-    assert (tmp_path / "report" / f"auc_vs_gflops_{lung_small.name}.png").exists()
-    figure = tmp_path / "report" / f"heatmaps_{lung_small.name}.png"
-    assert figure.stat().st_size > 5000
+    assert Path(f"report/auc_vs_gflops_{lung_small.name}.png").exists()
+    figure = Path(f"report/heatmaps_{lung_small.name}.png")
     size = Image.open(figure).size  # a row per model
-    # results copied from another machine carry no checkpoints: the saved lesion panels still redraw the figure
-    panel = np.load(tmp_path / "runs" / lung_small.name / "resnet18" / "seed0" / "explain" / "lesions.npz")
+    panel = np.load(Path("runs") / lung_small.name / "resnet18" / "seed0" / "explain" / "lesions.npz")
     assert panel["cams"].shape == panel["images"].shape == panel["masks"].shape and len(panel["paths"]) == 8
-    for ckpt in (tmp_path / "runs").rglob("*.pt"):
+    for ckpt in Path("runs").rglob("*.pt"):  # results copied from another machine carry no checkpoints
         ckpt.unlink()
     figure.unlink()
-    (tmp_path / "results.json").unlink()
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
+    Path("results.json").unlink()
+    assert cli(["benchmark", "--config", "b.yaml", "--report-only"]) == 0
     assert Image.open(figure).size == size  # both models again
-    assert len(json.loads((tmp_path / "results.json").read_text())) == 4  # the report's records, rewritten
+    assert len(json.loads(Path("results.json").read_text())) == 4  # the report's records, rewritten
     # a model with neither panel nor checkpoint (published by another clone) does not shrink the committed figure
-    for saved in (tmp_path / "runs" / lung_small.name / "resnet18").rglob("lesions.npz"):
+    for saved in (Path("runs") / lung_small.name / "resnet18").rglob("lesions.npz"):
         saved.unlink()
     stamp = figure.stat().st_mtime_ns
-    assert cli(["benchmark", "--config", str(tmp_path / "b.yaml"), "--report-only"]) == 0
-    assert figure.stat().st_mtime_ns == stamp and "heatmaps_" in (tmp_path / "report" / "RESULTS.md").read_text()
+    assert cli(["benchmark", "--config", "b.yaml", "--report-only"]) == 0
+    assert figure.stat().st_mtime_ns == stamp and "heatmaps_" in Path("report/RESULTS.md").read_text()
 
 
 def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:

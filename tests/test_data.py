@@ -100,8 +100,8 @@ def test_unreadable_and_missing_images_name_the_file(tmp_path: Path) -> None:
 
 
 # --- manifest ---------------------------------------------------------------------------------------------------
-def test_shared_manifest_loads_with_patient_level_splits(shared_data: Path) -> None:
-    df = read_manifest(shared_data / "kidney-stone-ct")
+def test_benchmark_manifest_loads_with_patient_level_splits(data_root: Path) -> None:
+    df = read_manifest(data_root / "kidney-stone-scans")
     assert set(df["split"]) == {"train", "val", "test"} and df["label"].isin([0, 1]).all()
     assert df.groupby("patient_id")["split"].nunique().max() == 1
     test = select_split(df, "test")
@@ -165,13 +165,14 @@ def test_class_folder_layout(tmp_path: Path) -> None:
 
 
 # --- dataset and transforms ---------------------------------------------------------------------------------------
-def test_dataset_sample_has_mask_from_file_or_boxes(shared_data: Path) -> None:
-    df = select_split(read_manifest(shared_data / "kidney-stone-ct"), "test").iloc[:6]
-    df.attrs.update(read_manifest(shared_data / "kidney-stone-ct").attrs)
+def test_dataset_sample_has_mask_from_file_or_boxes(data_root: Path) -> None:
+    df = select_split(read_manifest(data_root / "kidney-stone-scans"), "test").iloc[:6]
+    df.attrs.update(read_manifest(data_root / "kidney-stone-scans").attrs)
     ds = SliceDataset(df, in_chans=3)
     pos = next(i for i in range(len(ds)) if df.label.iloc[i] == 1)
     sample = ds[pos]
-    assert sample["image"].shape == (3, 64, 64) and torch.equal(sample["image"][0], sample["image"][2])
+    w, h = Image.open(Path(df.attrs["root"]) / df.path.iloc[pos]).size
+    assert sample["image"].shape == (3, h, w) == (3, 320, 391) and torch.equal(sample["image"][0], sample["image"][2])
     assert sample["has_lesion"] and int(sample["mask"].sum()) == int(df["lesion_px"].iloc[pos])
     df2 = df.copy()
     df2.attrs.update(df.attrs)

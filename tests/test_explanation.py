@@ -105,35 +105,59 @@ def _bright_spots(n: int, rng: np.random.Generator, size: int = 32):
     return torch.from_numpy(x), torch.from_numpy(labels), masks
 
 
-def test_trained_heatmaps_find_lesions_and_random_weights_do_not() -> None:
-    """Pointing game far above chance (9 / 1024 = 0.009 for a 3 x 3 spot in 32 x 32) after brief training; the
-    same maps from re-initialised weights differ clearly (Adebayo et al. 2018) and lose the lesion."""
-    rng = np.random.default_rng(0)
-    torch.manual_seed(0)
+def _train_to_criterion(seed: int) -> RenseNet:
+    """SGD on bright-spot images until held-out accuracy is at least 0.98 at two checks in a row (every 20 steps;
+    seen: 80-120 steps), capped at 600 steps: the same trained state whatever the CPU's kernels."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
     x, y, _ = _bright_spots(512, rng)
+    xv, yv, _ = _bright_spots(128, np.random.default_rng(100 + seed))
     model = RenseNet(in_chans=1, num_classes=2)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    for step in range(120):
+    good = 0
+    for step in range(1, 601):
         idx = torch.randint(0, len(x), (32,))
         loss = RenseNetLoss()(model.forward_heads(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 20 == 0:
+            with torch.no_grad():
+                good = good + 1 if (model.eval()(xv).argmax(1) == yv).float().mean() >= 0.98 else 0
+            model.train()
+            if good == 2:
+                break
+    assert good == 2, "did not reach 98 % held-out accuracy in 600 steps"
+    return model.eval()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trained_heatmaps_find_lesions_and_random_weights_do_not(seed: int) -> None:
+    """After training to a criterion, the default heatmaps point within 3 px of the 3 x 3 spot (chance: a 9 x 9
+    area of 32 x 32, 0.08) and put several times the uniform share of their mass on it; the same maps from fresh
+    weights differ (Adebayo et al. 2018) and lose the spot.
+
+    The exact-pixel pointing game is not asserted: its argmax flips between neighbouring pixels with the training
+    trajectory (seen 0.12-0.78 over seeds, and 0.19 on an Intel CPU where AMD gave 0.47); the 3-px score was
+    0.78-1.0 and the energy lift 3.0-3.9 over six seeds."""
+    model = _train_to_criterion(seed)
     xt, yt, mt = _bright_spots(64, np.random.default_rng(1))
     pos = np.flatnonzero(yt.numpy() == 1)
-    model.eval()
-    assert (model(xt).argmax(1) == yt).float().mean() > 0.9
+    with torch.no_grad():
+        assert (model(xt).argmax(1) == yt).float().mean() >= 0.95
     cams = compute_cams(model, xt[pos], [1] * len(pos))  # the model's default method and layers
-    trained = score_heatmaps(cams, mt[pos])
-    chance = 9 / 32**2
-    assert trained["pointing_game"].mean() > 0.3 > 30 * chance  # seen: 0.44-0.50, chance 0.009
-    assert trained["energy_lift"].mean() > 3  # seen: 6.6
+    trained = score_heatmaps(cams, mt[pos], tolerance=3)
+    chance = 81 / 32**2
+    assert trained["pointing_game"].mean() >= 0.7 > 8 * chance
+    assert trained["energy_lift"].mean() >= 2.5
 
-    random_model = RenseNet(in_chans=1, num_classes=2).eval()
-    random_cams = compute_cams(random_model, xt[pos], [1] * len(pos))
+    torch.manual_seed(100 + seed)
+    random_cams = compute_cams(RenseNet(in_chans=1, num_classes=2).eval(), xt[pos], [1] * len(pos))
     rho = np.mean([spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(cams, random_cams)])
     assert rho < 0.5, rho
-    assert score_heatmaps(random_cams, mt[pos])["pointing_game"].mean() < trained["pointing_game"].mean() - 0.2
+    untrained = score_heatmaps(random_cams, mt[pos], tolerance=3)
+    assert untrained["pointing_game"].mean() <= trained["pointing_game"].mean() - 0.3
+    assert untrained["energy_lift"].mean() <= trained["energy_lift"].mean() - 1.0
 
 
 def test_explain_cli_writes_scores_and_figures(lung_small: Path, tmp_path: Path) -> None:
@@ -143,11 +167,13 @@ def test_explain_cli_writes_scores_and_figures(lung_small: Path, tmp_path: Path)
     assert cli(["explain", "--checkpoint", str(tmp_path / "a" / "best.pt"), str(tmp_path / "b" / "best.pt"),
                 "--data", str(lung_small), "--split", "test", "--out", str(tmp_path / "x"), "--n-boot", "50"]) == 0
     loc = json.loads((tmp_path / "x" / "rensenet_s" / "localization.json").read_text())
-    assert loc["n_lesions"] == 16 and 0 <= loc["pointing_game"]["value"] <= 1 and "road_combined" in loc
+    assert loc["n_lesions"] == 16 and "road_combined" in loc
+    rows = pd.read_csv(tmp_path / "x" / "rensenet_s" / "localization.csv")
+    assert loc["pointing_game"]["value"] == pytest.approx(rows["pointing_game"].mean())  # the table's mean
+    assert loc["pointing_game"]["ci_low"] <= loc["pointing_game"]["value"] <= loc["pointing_game"]["ci_high"]
     assert loc["target_layers"] == ["stages.1.block", "ecm.stages.0.conv2"] and loc["method"] == "hirescam"
     base = json.loads((tmp_path / "x" / "resnet18" / "localization.json").read_text())
     assert base["target_layers"] == ["layer4"]
-    rows = pd.read_csv(tmp_path / "x" / "rensenet_s" / "localization.csv")
     assert len(rows) == 16 and rows["energy_lift"].gt(0).all()
     for f in ("rensenet_s/lesions.png", "rensenet_s/most_confident.png", "rensenet_s/least_confident.png",
               "comparison.png"):

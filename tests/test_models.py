@@ -1,4 +1,4 @@
-"""The generic timm-style contract every registered RenseNet variant must meet, plus block-level checks."""
+"""The timm contract every registered model of the package meets, then RenseNet, ECM and block-level checks."""
 from __future__ import annotations
 
 import copy
@@ -22,77 +22,112 @@ from rensenet.models import (
     pooling_residual,
 )
 
-VARIANTS = timm.list_models("rensenet_*")  # the ECM-attached timm networks are tested below
+#: Every registered model of the package: registering a model puts it under the contract below.
+MODELS = timm.list_models("rensenet_*") + timm.list_models("ecm_*")
 SIZES = [(48, 48), (64, 64), (97, 75)]
 
 
-def test_variants_are_registered() -> None:
-    assert set(VARIANTS) >= {"rensenet_s", "rensenet_m"}
+def _input(model: torch.nn.Module, batch: int = 2, size=None) -> torch.Tensor:
+    c, h, w = model.pretrained_cfg["input_size"]
+    return torch.randn(batch, model.in_chans, *(size or (h, w)))
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-@pytest.mark.parametrize("in_chans", [1, 3])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_forward_shapes_and_finite(name: str, in_chans: int, batch: int) -> None:
-    model = timm.create_model(name, num_classes=3, in_chans=in_chans)
-    model.train(batch > 1)  # batch-1 BN statistics are degenerate in train mode, as in any CNN
-    for size in SIZES:
-        x = torch.randn(batch, in_chans, *size)
-        out = model.forward_heads(x)
-        for logits in out:
-            assert logits is not None and logits.shape == (batch, 3)
-            assert torch.isfinite(logits).all()
-        assert torch.equal(model(x), out.fused) or model.training  # dropout-free: same fused logits in eval
+def test_every_model_family_is_registered() -> None:
+    assert set(MODELS) >= {"rensenet_s", "rensenet_m", "ecm_resnet18", "ecm_densenet121"}
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-@pytest.mark.parametrize("ecm", [True, False])
-def test_backward_reaches_every_parameter(name: str, ecm: bool) -> None:
-    model = timm.create_model(name, num_classes=2, in_chans=1, ecm=ecm)
-    x, y = torch.randn(3, 1, 64, 64), torch.tensor([0, 1, 1])
-    RenseNetLoss()(model.forward_heads(x), y).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing, f"no gradient reaches {missing}"
-    assert ("ecm" in {n.split(".")[0] for n, _ in model.named_parameters()}) == ecm
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_forward_backward_reach_every_parameter(name: str) -> None:
+    """Training mode, 3 classes: finite logits of the right shape, and the loss of all heads reaches every weight.
+
+    timm's ResNet zero-initialises the last norm of each block (``zero_init_last``), which makes the gradient of
+    that block's other weights exactly 0 at the start; those norms are set to 1 first, so a non-zero gradient
+    everywhere means every weight is connected to the loss."""
+    model = timm.create_model(name, num_classes=3).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and not m.weight.any():
+            torch.nn.init.ones_(m.weight)
+    x, y = _input(model), torch.tensor([0, 2])
+    logits = model(x)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    out = model.forward_heads(x)
+    assert all(h.shape == (2, 3) for h in out)
+    RenseNetLoss()(out, y).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reaches {missing[:5]}"
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_features_only_matches_feature_info(name: str) -> None:
-    model = timm.create_model(name, in_chans=1)
-    features = timm.create_model(name, in_chans=1, features_only=True).eval()
-    assert features.feature_info.channels() == [f["num_chs"] for f in model.feature_info]
-    x = torch.randn(2, 1, 64, 64)
-    outs = features(x)
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_features_then_head_is_forward(name: str) -> None:
+    model = timm.create_model(name).eval()
+    x = _input(model)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert tuple(features.shape[-2:]) == tuple(model.pretrained_cfg["pool_size"])  # at the cfg's input size
+        assert features.shape[1] == model.num_features
+        assert torch.allclose(model.forward_head(features), model(x), atol=1e-6)
+        pooled = model.forward_head(features, pre_logits=True)
+    assert pooled.shape == (2, model.head_hidden_size)
+    assert torch.allclose(pooled, features.mean(dim=(2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_forward_intermediates_equal_features_only(name: str) -> None:
+    model = timm.create_model(name).eval()
+    features = timm.create_model(name, features_only=True).eval()
+    features.model.load_state_dict(model.state_dict())  # the same weights in both
+    x = _input(model, size=(64, 64))
+    with torch.no_grad():
+        outs = features(x)
+        inter = model.forward_intermediates(x, intermediates_only=True)
+        last, inter2 = model.forward_intermediates(x)
+    assert len(outs) == len(inter) == len(model.feature_info) and features.feature_info.module_name()[-1] == "fusion"
+    for a, b, c in zip(outs, inter, inter2):
+        assert torch.equal(a, b) and torch.equal(a, c)
     assert [o.shape[1] for o in outs] == features.feature_info.channels()
     assert [64 // o.shape[-1] for o in outs] == features.feature_info.reduction()
-    assert features.feature_info.module_name()[-1] == "fusion"
-    no_ecm = timm.create_model(name, in_chans=1, ecm=False, features_only=True, out_indices=(1, 3))
-    assert [o.shape[1] for o in no_ecm(x)] == no_ecm.feature_info.channels() == [
-        model.feature_info[1]["num_chs"], model.feature_info[3]["num_chs"]]
+    assert torch.equal(last, model.forward_features(x))
+    two = timm.create_model(name, features_only=True, out_indices=(1, 3)).eval()
+    assert [o.shape[1] for o in two(x)] == [model.feature_info[1]["num_chs"], model.feature_info[3]["num_chs"]]
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_reset_classifier_zero_gives_pooled_features(name: str) -> None:
-    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
-    x = torch.randn(2, 1, 48, 48)
-    pooled = model.forward_head(model.forward_features(x), pre_logits=True)
-    assert pooled.shape == (2, model.num_features)
-    assert torch.allclose(pooled, model.forward_features(x).mean(dim=(2, 3)), atol=1e-6)
-    model.reset_classifier(0)
-    assert torch.allclose(model(x), pooled, atol=1e-6)
-    model.reset_classifier(5)
-    assert model(x).shape == (2, 5) and model.forward_heads(x).ecm.shape == (2, 5)
-    assert model.get_classifier().out_features == 5
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_reset_classifier_and_no_pooling(name: str) -> None:
+    model = timm.create_model(name).eval()
+    x = _input(model)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+        model.reset_classifier(0, "")  # no classifier, no pooling: the map itself
+        assert torch.equal(model(x), features)
+        model.reset_classifier(5, "avg")
+        assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+        assert model.forward_heads(x).ecm.shape == (2, 5)
+        unpooled = timm.create_model(name, num_classes=0, global_pool="")
+        assert unpooled.eval()(x).shape == features.shape
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        timm.create_model(name, num_classes=2, global_pool="")
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_eval_is_deterministic_and_compiles(name: str) -> None:
-    """torch.compile(fullgraph=True) is the supported path: Dynamo must capture forward as one graph (no graph
-    breaks). The aot_eager backend checks exactly that in seconds; inductor compiles the same graph but its CPU
-    code generation takes over a minute, too slow for the suite. TorchScript (deprecated in torch 2.14 but still
-    used for deployment) is checked too, since it proves forward has no Python-only control flow."""
-    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
-    x = torch.randn(2, 1, 97, 75)
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_default_cfg_names_real_layers(name: str) -> None:
+    model = timm.create_model(name)
+    cfg, state = model.pretrained_cfg, model.state_dict()
+    assert cfg["first_conv"] + ".weight" in state
+    assert state[cfg["first_conv"] + ".weight"].shape[1] == cfg["input_size"][0] == model.in_chans
+    classifiers = (cfg["classifier"],) if isinstance(cfg["classifier"], str) else cfg["classifier"]
+    for c in classifiers:
+        assert c + ".weight" in state and state[c + ".weight"].shape[0] == cfg["num_classes"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_compile_captures_one_graph(name: str) -> None:
+    """torch.compile(fullgraph=True) must capture forward as one graph (no breaks). The aot_eager backend checks
+    exactly that in seconds; inductor compiles the same graph but its CPU code generation takes over a minute.
+    TorchScript (deprecated in torch 2.14, still used for deployment) proves forward has no Python-only flow."""
+    model = timm.create_model(name).eval()
+    x = _input(model, size=(97, 75))
     torch._dynamo.reset()
     with torch.no_grad():
         a, b = model(x), model(x)
@@ -101,8 +136,37 @@ def test_eval_is_deterministic_and_compiles(name: str) -> None:
             warnings.simplefilter("ignore", FutureWarning)
             scripted = torch.jit.script(model)(x)
     assert torch.equal(a, b)
-    assert torch.allclose(a, compiled, atol=1e-5)
-    assert torch.allclose(a, scripted, atol=1e-5)
+    assert torch.allclose(a, compiled, atol=1e-5) and torch.allclose(a, scripted, atol=1e-5)
+
+
+# --- RenseNet itself ------------------------------------------------------------------------------------------
+VARIANTS = timm.list_models("rensenet_*")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_rensenet_any_input_size_and_batch_one(name: str, in_chans: int) -> None:
+    """Square or not, odd or not, from 32 px: three finite heads; batch 1 in eval mode equals the batched result."""
+    model = timm.create_model(name, num_classes=3, in_chans=in_chans).eval()
+    for size in SIZES + [(32, 32)]:
+        x = torch.randn(4, in_chans, *size)
+        with torch.no_grad():
+            out = model.forward_heads(x)
+            single = model(x[:1])
+        assert all(h.shape == (4, 3) and torch.isfinite(h).all() for h in out)
+        assert torch.allclose(single, out.fused[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rensenet_without_ecm_has_one_head(name: str) -> None:
+    model = timm.create_model(name, num_classes=2, ecm=False)
+    x, y = torch.randn(3, 1, 64, 64), torch.tensor([0, 1, 1])
+    out = model.forward_heads(x)
+    assert out.ecm is None and out.backbone is out.fused
+    RenseNetLoss()(out, y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert "ecm" not in {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert [f["module"] for f in model.feature_info][-1] == f"stages.{len(model.stages) - 1}.block"
 
 
 def test_default_cfg_and_sizes() -> None:

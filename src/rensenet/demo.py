@@ -14,9 +14,15 @@ from .training import train
 DEMO_EPOCHS = 12
 
 
-def sample_data_dir() -> Path:
-    """The embedded sample of lung-nodule-ct (LIDC-IDRI, CC BY 3.0; see its ATTRIBUTION.md)."""
-    return Path(str(resources.files("rensenet") / "data" / "sample" / "lung-nodule-ct"))
+def sample_root() -> Path:
+    """The embedded samples, one folder per task in the benchmark data's format (each with its ATTRIBUTION.md):
+    lung-nodule-ct and lung-nodule-scans (LIDC-IDRI, CC BY 3.0), kidney-stone-scans (TEZ_ROI_AUG, CC BY 4.0)."""
+    return Path(str(resources.files("rensenet") / "data" / "sample"))
+
+
+def sample_data_dir(task: str = "lung-nodule-ct") -> Path:
+    """One embedded sample task."""
+    return sample_root() / task
 
 
 def _fresh_dir(out: Path) -> Path:
