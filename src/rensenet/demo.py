@@ -1,4 +1,10 @@
-"""``rensenet demo``: the whole workflow on the embedded lung-nodule sample, on a CPU, in a few minutes."""
+"""``rensenet demo``: the whole workflow on the embedded samples, on a CPU, in a few minutes.
+
+1. Windows: ``rensenet_s`` learns "is there a nodule in this 48-px window?" on the lung-nodule sample, is scored
+   on its held-out patients with patient-bootstrap intervals, and its heatmaps against the nodule masks.
+2. Whole images: ``rensenet_s`` learns from whole coronal kidney slices (64-px windows sampled on the fly, hard
+   negatives mined after each epoch), then scans the held-out studies' whole slices: FROC and overlays.
+"""
 from __future__ import annotations
 
 import time
@@ -12,6 +18,7 @@ from .evaluation.report import evaluate, format_metrics
 from .training import train
 
 DEMO_EPOCHS = 12
+SCAN_EPOCHS = 6
 
 
 def sample_root() -> Path:
@@ -34,45 +41,75 @@ def _fresh_dir(out: Path) -> Path:
     return Path(f"{out}-{i}")
 
 
-def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = None, *, progress: bool = True) -> Path:
-    """Train rensenet_s on the sample, evaluate it on the sample's held-out patients, explain, and report."""
-    data = sample_data_dir()
+def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = None, *, scan_epochs: Optional[int] = None,
+             progress: bool = True) -> Path:
+    """Both parts, one report: ``out/report.md``."""
     out = _fresh_dir(Path(out))
     start = time.time()
-    print(f"rensenet demo: training rensenet_s on {data.name} (embedded sample) -> {out}")
-    cfg = TrainConfig(data=str(data), model="rensenet_s", out=str(out / "run"), epochs=epochs or DEMO_EPOCHS,
-                      seed=0, progress=progress)
-    result = train(cfg)
-    metrics = evaluate(out / "run" / "best.pt", data, split="test", out=out / "evaluation", n_boot=500)
-    text = format_metrics(metrics)
-    print(text)
-    figures, localization = _explain(out, data)
+    windows = _windows(out, epochs or DEMO_EPOCHS, progress)
+    scans = _whole_images(out, scan_epochs or SCAN_EPOCHS, progress)
     minutes = (time.time() - start) / 60
-    report = [
-        "# rensenet demo", "",
-        f"`rensenet_s` trained for {len(result.history)} epochs on the embedded lung-nodule sample "
-        f"(LIDC-IDRI, CC BY 3.0), best {result.selection.replace('_', ' ')} {result.best_score:.3f} at epoch {result.best_epoch}; "
-        f"scored on the sample's {metrics['n_patients']} held-out test patients ({minutes:.1f} min in all).", "",
-        "```", text, "```", "",
-        *(["Heatmaps (HiResCAM) against the radiologists' nodule masks:", "", "```", localization, "```", ""]
-          if localization else []),
-        "![ROC](evaluation/roc_curve.png) ![Confusion matrix](evaluation/confusion_matrix.png)", "",
-        *[f"![{name}]({rel})" for name, rel in figures],
-        "", "Files: `run/` (checkpoints, history), `evaluation/` (metrics.json, predictions.csv)"
-        + (", `explanation/` (heatmaps, localization.json)" if figures else "") + ".",
-    ]
-    write_text(out / "report.md", "\n".join(report) + "\n")
+    write_text(out / "report.md", "\n".join(["# rensenet demo", "", f"{minutes:.1f} minutes in all.", "",
+                                             *windows, "", *scans]) + "\n")
     print(f"\nreport: {out / 'report.md'}  ({minutes:.1f} min)")
     return out
 
 
-def _explain(out: Path, data: Path) -> tuple:
-    """Figures and localisation scores of the heatmaps on the first 64 test images."""
+def _windows(out: Path, epochs: int, progress: bool) -> list:
     from .explanation.run import explain
     from .explanation.scores import format_localization
 
-    result = explain(out / "run" / "best.pt", data, split="test", out=out / "explanation", limit=64, n_boot=500)
-    text = format_localization(result.localization) if result.localization.get("n_lesions") else ""
-    if text:
-        print(text)
-    return [(name, str(Path("explanation") / rel)) for name, rel in result.figures], text
+    data = sample_data_dir("lung-nodule-ct")
+    print(f"rensenet demo 1/2: training rensenet_s on {data.name} windows (embedded sample) -> {out / 'windows'}")
+    result = train(TrainConfig(data=str(data), model="rensenet_s", out=str(out / "windows" / "run"), epochs=epochs,
+                               seed=0, progress=progress, window="lung"))
+    ckpt = out / "windows" / "run" / "best.pt"
+    metrics = evaluate(ckpt, data, split="test", out=out / "windows" / "evaluation", n_boot=500)
+    text = format_metrics(metrics)
+    print(text)
+    e = explain(ckpt, data, split="test", out=out / "windows" / "explanation", limit=64, n_boot=500)
+    localization = format_localization(e.localization) if e.localization.get("n_lesions") else ""
+    print(localization)
+    return [
+        "## 1. Is there a nodule in this window? (lung-nodule-ct sample)", "",
+        f"`rensenet_s` trained for {len(result.history)} epochs on 48-px windows of the embedded LIDC-IDRI sample "
+        f"(CC BY 3.0), best {result.selection.replace('_', ' ')} {result.best_score:.3f} at epoch "
+        f"{result.best_epoch}; scored on the sample's {metrics['n_patients']} held-out test patients.", "",
+        "```", text, "```", "",
+        *(["Heatmaps (HiResCAM) against the radiologists' nodule masks:", "", "```", localization, "```", ""]
+          if localization else []),
+        "![ROC](windows/evaluation/roc_curve.png) ![lesions](windows/explanation/lesions.png)",
+    ]
+
+
+def _whole_images(out: Path, epochs: int, progress: bool) -> list:
+    from .cli.scan import _add_to_report
+    from .data import read_manifest, select_split
+    from .evaluation.scans import evaluate_scans, format_froc
+    from .scanning.run import ScanSettings, scan
+
+    data = sample_data_dir("kidney-stone-scans")
+    run = out / "scans" / "run"
+    print(f"\nrensenet demo 2/2: training rensenet_s from whole {data.name} slices -> {out / 'scans'}")
+    result = train(TrainConfig(data=str(data), model="rensenet_s", out=str(run), epochs=epochs, seed=0,
+                               progress=progress, patch_size=64, windows_per_image=16, pos_fraction=0.25,
+                               hard_negatives=4))
+    test = select_split(read_manifest(data), "test")
+    inputs = [str(Path(test.attrs["root"]) / p) for p in test["path"]]
+    scanned = scan(run / "best.pt", inputs, out=out / "scans" / "scan", settings=ScanSettings(progress=progress))
+    froc = evaluate_scans(out / "scans" / "scan" / "candidates.csv", data, split="test", out=out / "scans" / "scan",
+                          n_boot=500)
+    text = format_froc(froc)
+    print(text)
+    _add_to_report(out / "scans" / "scan" / "report.md", text)
+    best = scanned.candidates.sort_values("score", ascending=False)
+    overlay = f"scans/scan/overlays/{Path(best.iloc[0]['path']).stem}.png" if len(best) else ""
+    return [
+        "## 2. Where are the stones in this slice? (kidney-stone-scans sample)", "",
+        f"`rensenet_s` trained for {len(result.history)} epochs from {len(select_split(read_manifest(data), 'train'))} "
+        "whole coronal slices (64-px windows sampled on the fly, hard negatives mined after each epoch; best "
+        f"{result.selection.replace('_', ' ')} {result.best_score:.3f}), then scanned the "
+        f"{froc['n_images']} whole slices of the {froc['n_patients']} held-out test studies at "
+        f"{scanned.seconds_per_slice:.2f} s per slice ([scan report](scans/scan/report.md)).", "",
+        "```", text, "```", "", "![FROC](scans/scan/froc.png)", *([f"![top candidate]({overlay})"] if overlay else []),
+    ]

@@ -42,3 +42,14 @@ def predict_probs(model: nn.Module, loader: Iterable, device: torch.device, *,
 def batches_of(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
     """``images`` (N, ...) in consecutive batches of ``batch_size``."""
     return (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+
+
+def tiled_window_logits(model: nn.Module, x: torch.Tensor, *, window: int, stride: int, device: torch.device,
+                        batch_size: int = 256) -> torch.Tensor:
+    """The exact reference of dense evaluation: every window of images (B, C, H, W) cut out and classified on its
+    own, in batches. Window (i, j) has its corner at (i * stride, j * stride); returns logits (B, K, ny, nx)."""
+    tiles = x.unfold(2, window, stride).unfold(3, window, stride)  # (B, C, ny, nx, W, W), a view
+    b, c, ny, nx = tiles.shape[:4]
+    flat = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, window, window)
+    logits = predict_logits(model, batches_of(flat, batch_size), device)
+    return logits.reshape(b, ny, nx, -1).permute(0, 3, 1, 2)

@@ -14,12 +14,14 @@ def _unwrap_optional(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: Type) -> None:
-    """One ``--flag`` per field of ``cls`` that has ``help`` metadata and is not ``derived``; ``--config FILE``
-    reads the same settings from JSON. Flags given on the command line win over the file."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: bool = True) -> None:
+    """One ``--flag`` per field of ``cls`` that has ``help`` metadata and is not ``derived``; with ``config``,
+    ``--config FILE`` reads the same settings from JSON. Flags given on the command line win over the file."""
     hints = typing.get_type_hints(cls)
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="JSON file of these settings (what `rensenet benchmark` gives its runs); flags override it")
+    if config:
+        parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                            help="JSON file of these settings (what `rensenet benchmark` gives its runs); flags "
+                                 "override it")
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if meta.get("derived") or "help" not in meta:

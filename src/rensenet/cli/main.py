@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import benchmark, evaluate, misc, train
+from . import benchmark, evaluate, misc, scan, train
 
 #: name -> (add the sub-parser, run it)
 COMMANDS: Dict[str, Tuple[Callable, Callable]] = {
@@ -13,6 +13,8 @@ COMMANDS: Dict[str, Tuple[Callable, Callable]] = {
     "evaluate": (evaluate.add_evaluate, evaluate.run_evaluate),
     "predict": (evaluate.add_predict, evaluate.run_predict),
     "explain": (evaluate.add_explain, evaluate.run_explain),
+    "scan": (scan.add_scan, scan.run_scan),
+    "evaluate-scans": (scan.add_evaluate_scans, scan.run_evaluate_scans),
     "benchmark": (benchmark.add, benchmark.run),
     "demo": (misc.add_demo, misc.run_demo),
 }

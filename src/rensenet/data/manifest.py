@@ -174,6 +174,24 @@ def class_names(df: pd.DataFrame, names: Optional[Sequence[str]] = None) -> List
     return [str(mapping.get(i, f"class_{i}")) for i in range(max(present) + 1)]
 
 
+def window_class_names(df: pd.DataFrame, names: Optional[Sequence[str]] = None) -> List[str]:
+    """The two classes of windows cut from whole images: no lesion (0) and lesion (1), named from the manifest
+    (``label_name`` of label 1, e.g. ``stone``; class 0 ``no_<name>`` unless some image is labelled 0)."""
+    source = df.attrs.get("source", "the manifest")
+    if names is not None:
+        if len(names) != 2:
+            raise DataError(f"{source}: windows of whole images have two classes (no lesion, lesion); "
+                            f"--class-names gave {len(names)}")
+        return [str(n) for n in names]
+    other = sorted(set(df["label"].tolist()) - {0, 1})
+    if other:
+        raise DataError(f"{source}: labels {other} in a manifest of whole images; for --patch-size an image is "
+                        "labelled 1 when it holds lesions (boxes or a mask) and 0 when it holds none")
+    mapping = dict(zip(df["label"], df["label_name"]))
+    lesion = str(mapping.get(1, "lesion"))
+    return [str(mapping.get(0, f"no_{lesion}")), lesion]
+
+
 def select_split(df: pd.DataFrame, split: str) -> pd.DataFrame:
     """Rows of one split (``"all"``: every row); an unknown or empty split is an error naming the ones there are."""
     if split == "all":

@@ -1,5 +1,5 @@
 """Explanations you can measure: CAM heatmaps for any model, scored against lesion masks."""
-from .cam import CAM_METHODS, compute_cams, default_target_layers, road_scores
+from ..base.cam import CAM_METHODS, compute_cams, default_target_layers
 from .run import (
     Explanation,
     compare_models,
@@ -17,6 +17,7 @@ from .scores import (
     energy_lift,
     iou_dice,
     pointing_game,
+    road_scores,
     score_heatmaps,
     summarize_localization,
 )

@@ -62,3 +62,20 @@ def model_comparison(path: Path, images: Sequence[np.ndarray], masks: Sequence[O
         fig.suptitle(heading, fontsize=9)
     fig.tight_layout()
     return save_figure(path, fig, dpi=130, bbox_inches="tight")
+
+
+def scan_overlay(path: Path, image: np.ndarray, pixel_map: np.ndarray, points: Sequence[tuple], *, title: str = "",
+                 boxes: Sequence[tuple] = ()) -> Path:
+    """A scanned slice in its window, the lesion-probability map over it, and numbered candidates (x, y, rank,
+    score); ``boxes`` (x0, y0, x1, y1) outline known lesions in green."""
+    h, w = image.shape
+    fig, ax = plt.subplots(figsize=(min(9.0, 2.0 + w / 60), min(9.0, 2.0 + h / 60)))
+    draw_overlay(ax, image, np.ma.masked_less(pixel_map, 0.05), None, title, alpha=0.35)
+    for x0, y0, x1, y1 in boxes:
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=0.8))
+    for x, y, rank, score in points:
+        ax.add_patch(plt.Circle((x, y), radius=max(4.0, min(h, w) / 40), fill=False, ec="yellow", lw=1.0))
+        ax.annotate(f"{rank}: {score:.2f}", (x, y), xytext=(6, -6), textcoords="offset points", color="yellow",
+                    fontsize=7, weight="bold")
+    fig.tight_layout()
+    return save_figure(path, fig, dpi=110)

@@ -13,13 +13,9 @@ from ..base import batches_of, load_model, predict_logits, resolve_device
 from ..base.datasets import make_dataset
 from ..base.io import atomic_write, write_csv, write_json
 from ..data import read_manifest, select_split
-from .cam import compute_cams, default_target_layers, road_scores
+from ..base.cam import DEFAULT_METHOD, compute_cams, default_target_layers
 from .figures import contact_sheet, model_comparison
-from .scores import score_heatmaps, summarize_localization
-
-
-#: Chosen on the validation split of lung-nodule-ct (benchmarks/EXPLAIN.md).
-DEFAULT_METHOD = "hirescam"
+from .scores import road_scores, score_heatmaps, summarize_localization
 
 
 @dataclass

@@ -4,10 +4,11 @@ All scores take one heatmap (H, W, >= 0) and one boolean lesion mask of the same
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.ndimage import distance_transform_edt
 
 from ..base.stats import TERCILES, patient_bootstrap, size_terciles
@@ -111,3 +112,21 @@ def format_localization(summary: Dict[str, Any]) -> str:
                      f"pointing {row['pointing_game']['value']:.3f} (chance {row['chance_pointing_game']:.3f}), "
                      f"energy lift {row['energy_lift']['value']:.2f}")
     return "\n".join(lines)
+
+
+def road_scores(model: torch.nn.Module, images: torch.Tensor, cams: np.ndarray, classes: Sequence[int],
+                *, batch_size: int = 32) -> np.ndarray:
+    """Faithfulness per image: pytorch-grad-cam's ROAD combined score (percentiles 20/40/60/80). Removing the
+    least relevant pixels should keep the class probability and removing the most relevant should drop it:
+    positive is faithful, near 0 is a map that does not drive the decision."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    metric = ROADCombined(percentiles=[20, 40, 60, 80])
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for i in range(0, len(images), batch_size):
+        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes[i:i + batch_size]]
+        scores.append(np.asarray(metric(images[i:i + batch_size].to(device), cams[i:i + batch_size], targets, model)))
+    return np.concatenate(scores).reshape(-1) if scores else np.zeros(0)

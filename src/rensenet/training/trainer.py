@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..base import TrainConfig, create_model, load_checkpoint, save_checkpoint
 from ..base.io import write_csv, write_json
 from ..data import class_names, read_manifest, select_split
+from ..data.manifest import window_class_names
 from ..models import RenseNetLoss
 from . import distributed
 from .images import ImageData
@@ -70,7 +71,7 @@ def _data_for(cfg: TrainConfig):
     """(config with classes filled in, the epoch data: whole-image windows with ``patch_size``, else the images)."""
     frame = read_manifest(cfg.data)
     train_frame, val_frame = select_split(frame, cfg.train_split), select_split(frame, cfg.val_split)
-    names = class_names(frame, cfg.class_names)
+    names = (window_class_names if cfg.patch_size else class_names)(frame, cfg.class_names)
     cfg = replace(cfg, num_classes=len(names), class_names=names)
     if cfg.patch_size is not None:
         from .windows import WindowData

@@ -1,4 +1,5 @@
-"""Class activation maps through pytorch-grad-cam, for RenseNet and any timm model, in batches."""
+"""Class activation maps through pytorch-grad-cam, for RenseNet and any timm model, in batches: what ``explain``
+scores against lesion masks and what ``scan`` uses to place its candidates."""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -17,6 +18,9 @@ from pytorch_grad_cam import (
     XGradCAM,
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+#: Chosen on the validation split of lung-nodule-ct (benchmarks/EXPLAIN.md).
+DEFAULT_METHOD = "hirescam"
 
 CAM_METHODS = {
     "gradcam": GradCAM,
@@ -60,7 +64,7 @@ def compute_cams(
     images: torch.Tensor,
     classes: Sequence[int],
     *,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     target_layers: Optional[Sequence[str]] = None,
     batch_size: int = 32,
 ) -> np.ndarray:
@@ -89,21 +93,3 @@ def compute_cams(
                                  "sub-modules instead (for RenseNet: 'stages.N.block', not 'stages.N')") from None
     cams = np.concatenate(out) if out else np.zeros((0, *images.shape[-2:]), np.float32)
     return np.nan_to_num(cams, nan=0.0)
-
-
-def road_scores(model: nn.Module, images: torch.Tensor, cams: np.ndarray, classes: Sequence[int],
-                *, batch_size: int = 32) -> np.ndarray:
-    """Faithfulness per image: pytorch-grad-cam's ROAD combined score (percentiles 20/40/60/80). Removing the
-    least relevant pixels should keep the class probability and removing the most relevant should drop it:
-    positive is faithful, near 0 is a map that does not drive the decision."""
-    from pytorch_grad_cam.metrics.road import ROADCombined
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
-    metric = ROADCombined(percentiles=[20, 40, 60, 80])
-    model.eval()
-    device = next(model.parameters()).device
-    scores = []
-    for i in range(0, len(images), batch_size):
-        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes[i:i + batch_size]]
-        scores.append(np.asarray(metric(images[i:i + batch_size].to(device), cams[i:i + batch_size], targets, model)))
-    return np.concatenate(scores).reshape(-1) if scores else np.zeros(0)

@@ -1,0 +1,171 @@
+"""Whole-image detection: the targets of the whole-image issue, as tables.
+
+    python benchmarks/whole_image.py --kidney runs/scans/kidney/best.pt --lung runs/scans/lung/best.pt \
+        > benchmarks/WHOLE_IMAGE.md
+
+For each checkpoint (trained on the train split of its task by the command in docs/scan.md):
+1. Scan settings chosen on val: candidates at the probability map's peak or CAM-refined, at stride 4 or 8;
+   the chosen ones are reported on test (CPM with its patient-bootstrap interval, sensitivity at each rate).
+2. Dense evaluation against exact tiling on the test slices, at the same stride: seconds per slice of each, the
+   difference of the window probabilities, and the CPM of each.
+3. A 300-slice 512 x 512 NIfTI volume scanned by ``rensenet scan`` in a child process: seconds and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rensenet.base import load_model, resolve_device
+from rensenet.base.predict import tiled_window_logits
+from rensenet.base.windows import WindowMap, WindowScorer
+from rensenet.benchmark.processes import machine_description, run_child
+from rensenet.data import read_manifest, select_split
+from rensenet.evaluation.scans import evaluate_scans
+from rensenet.models import optimize_for_inference
+from rensenet.scanning.run import ScanSettings, scan
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class TiledScorer(WindowScorer):
+    """The same scorer with every window classified on its own: the exact reference."""
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, extra_scale: float = 1.0) -> WindowMap:
+        x, factor, model_shape = self.prepare(image, extra_scale)
+        logits = tiled_window_logits(self.model, x, window=self.window, stride=self.stride, device=self.device)
+        probs = torch.softmax(logits, dim=1)[0, self.positive].numpy()
+        return WindowMap(probs, self.window, self.stride, factor, tuple(image.shape[-2:]), model_shape)
+
+
+def paths(task: str, split: str) -> Tuple[List[str], Path]:
+    frame = select_split(read_manifest(DATA / task), split)
+    return [str(Path(frame.attrs["root"]) / p) for p in frame["path"]], DATA / task
+
+
+def froc_of(ckpt: str, task: str, split: str, **settings) -> Tuple[dict, float]:
+    inputs, data = paths(task, split)
+    result = scan(ckpt, inputs, settings=ScanSettings(progress=False, overlays=0, **settings))
+    return evaluate_scans(result.candidates, data, split=split, n_boot=1000), result.seconds_per_slice
+
+
+def fmt(ci: Dict[str, float]) -> str:
+    return f"{ci['value']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]"
+
+
+def choose_and_report(ckpt: str, task: str) -> None:
+    print(f"### {task}: scan settings chosen on val, reported on test\n")
+    print("| split | candidates | stride | CPM [95% CI] | sens at 1/8 .. 8 FP per image | s/slice |")
+    print("|---|---|---|---|---|---|")
+    tried = {}
+    for refine in ("map", "cam"):
+        for stride in (8, 4):
+            froc, secs = froc_of(ckpt, task, "val", refine=refine, stride=stride)
+            tried[(refine, stride)] = froc["cpm"]["value"]
+            sens = " / ".join(f"{v['value']:.2f}" for v in froc["sens_at_fp"].values())
+            print(f"| val | {refine} | {stride} | {fmt(froc['cpm'])} | {sens} | {secs:.3f} |", flush=True)
+    best = max(tried, key=tried.get)
+    for refine, stride in sorted({best, ("map", best[1]), ("cam", best[1])}):
+        froc, secs = froc_of(ckpt, task, "test", refine=refine, stride=stride)
+        sens = " / ".join(f"{v['value']:.2f}" for v in froc["sens_at_fp"].values())
+        mark = " (chosen)" if (refine, stride) == best else ""
+        print(f"| **test** | {refine}{mark} | {stride} | {fmt(froc['cpm'])} | {sens} | {secs:.3f} |", flush=True)
+        if (refine, stride) == best:
+            chosen = froc
+    print(f"\nChosen on val: `refine={best[0]}`, `stride={best[1]}`. Test, chosen: sensitivity at 2 FP per image "
+          f"{chosen['sens_at_fp']['2']['value']:.3f}; by lesion size: " +
+          ", ".join(f"{r['tercile']} ({r['min_px']:.0f}-{r['max_px']:.0f} px) CPM {r['cpm']:.3f}"
+                    for r in chosen["by_lesion_size"]) + ".\n")
+
+
+def dense_vs_tiled(ckpt: str, task: str, limit: int) -> None:
+    model, cfg = load_model(ckpt)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    inputs, data = paths(task, "test")
+    inputs = inputs[:limit]
+    print(f"### {task}: dense evaluation against exact tiling ({len(inputs)} test slices)\n")
+    print("| stride | dense s/slice | tiled s/slice | speed-up | mean abs prob diff | max | correlation | "
+          "CPM dense | CPM tiled |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    from rensenet.data.volumes import image_volume
+
+    for stride in (8, 4):
+        rows = {}
+        diffs, corr = [], []
+        for name, cls in (("dense", WindowScorer), ("tiled", TiledScorer)):
+            scorer = cls(fast, cfg, stride=stride, device=resolve_device("cpu"))
+            cands, maps, secs = [], [], 0.0
+            for p in inputs:
+                image = image_volume(p).read(0)[None]
+                t = time.perf_counter()
+                wmap, _, peaks = scorer.candidates(image, max_peaks=20)
+                secs += time.perf_counter() - t
+                maps.append(wmap.probs)
+                cands += [{"path": p, "x": pk.x, "y": pk.y, "score": pk.score} for pk in peaks]
+            froc = evaluate_scans(pd.DataFrame(cands), data, split="test", n_boot=10) if len(inputs) > 20 else None
+            rows[name] = (secs / len(inputs), maps, froc)
+        for a, b in zip(rows["dense"][1], rows["tiled"][1]):
+            diffs.append(np.abs(a - b))
+            corr.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        d, t = rows["dense"], rows["tiled"]
+        allabs = np.concatenate([x.ravel() for x in diffs])
+        cpm_d = f"{d[2]['cpm']['value']:.3f}" if d[2] else "-"
+        cpm_t = f"{t[2]['cpm']['value']:.3f}" if t[2] else "-"
+        print(f"| {stride} | {d[0]:.3f} | {t[0]:.3f} | {t[0] / d[0]:.0f}x | {allabs.mean():.4f} | {allabs.max():.3f} | "
+              f"{np.mean(corr):.3f} | {cpm_d} | {cpm_t} |", flush=True)
+    print("\n(Plain map peaks, no CAM refinement, in both: the comparison is of the window scores.)\n")
+
+
+def volume_speed(ckpt: str, slices: int, size: int) -> None:
+    import nibabel as nib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vol = np.random.default_rng(0).normal(-200, 300, (size, size, slices)).astype(np.int16)
+        nib.save(nib.Nifti1Image(vol, np.diag([0.7, 0.7, 1.0, 1.0])), f"{tmp}/vol.nii.gz")
+        seconds, peak_mb = run_child([sys.executable, "-m", "rensenet", "scan", "--checkpoint", ckpt,
+                                      f"{tmp}/vol.nii.gz", "--out", f"{tmp}/out", "--window", "abdomen",
+                                      "--plane", "axial", "--no-progress"], Path(tmp) / "log.txt")
+        images = pd.read_csv(f"{tmp}/out/images.csv")
+    print(f"### A {slices}-slice {size} x {size} volume (NIfTI, noise in HU), `rensenet scan` in a child process\n")
+    print("| slices | seconds in all | scan seconds per slice | peak memory (MB) |")
+    print("|---|---|---|---|")
+    print(f"| {slices} | {seconds:.1f} | {images.seconds_per_slice.iloc[0]:.3f} | {peak_mb:.0f} |\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kidney", help="checkpoint trained on kidney-stone-scans")
+    ap.add_argument("--lung", help="checkpoint trained on lung-nodule-scans")
+    ap.add_argument("--volume-slices", type=int, default=300)
+    ap.add_argument("--tiled-slices", type=int, default=53, help="test slices for the dense vs tiled comparison")
+    a = ap.parse_args()
+    print(f"# Whole-image detection ({date.today().isoformat()})\n")
+    print(f"Machine: {machine_description(cpu=True)}, {torch.get_num_threads()} threads. Command: "
+          f"`python benchmarks/whole_image.py {' '.join(sys.argv[1:])}`.\n")
+    for task, ckpt in (("kidney-stone-scans", a.kidney), ("lung-nodule-scans", a.lung)):
+        if ckpt:
+            cfg = json.dumps({k: v for k, v in load_model(ckpt)[1].to_dict().items() if k in (
+                "model", "patch_size", "epochs", "windows_per_image", "pos_fraction", "hard_negatives",
+                "hard_fraction", "lr", "seed")})
+            print(f"## {task}\n\nCheckpoint `{ckpt}`: {cfg}\n")
+            choose_and_report(ckpt, task)
+            dense_vs_tiled(ckpt, task, a.tiled_slices if task.startswith("kidney") else 64)
+    if a.kidney:
+        volume_speed(a.kidney, a.volume_slices, 512)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    main()

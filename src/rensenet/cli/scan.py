@@ -1,0 +1,76 @@
+"""``rensenet scan`` and ``rensenet evaluate-scans``: candidates in whole slices and volumes, and their FROC."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import add_config_arguments, config_from_args
+
+
+def add_scan(sub: argparse._SubParsersAction) -> None:
+    from ..scanning.run import ScanSettings
+
+    p = sub.add_parser("scan", help="find lesions in whole images, DICOM series and NIfTI volumes (candidates.csv, "
+                                    "maps, overlays, report.md)",
+                       description="Scan whole slices at their native size with a window classifier. Give files "
+                                   "and folders, or --data/--split to scan a manifest split and score its FROC.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, DICOM files, series folders, NIfTI")
+    p.add_argument("--out", required=True, help="folder for candidates.csv, images.csv, maps/, overlays/, report.md")
+    p.add_argument("--data", default=None, help="a manifest of whole images: scan its --split and score the FROC")
+    p.add_argument("--split", default="test")
+    p.add_argument("--tolerance", type=float, default=None, help="FROC hit distance outside a lesion box, px (4)")
+    add_config_arguments(p, ScanSettings, config=False)
+
+
+def run_scan(a: argparse.Namespace) -> None:
+    from ..data import read_manifest, select_split
+    from ..scanning.run import ScanSettings, scan
+
+    settings = config_from_args(a, ScanSettings)
+    if bool(a.inputs) == bool(a.data):
+        raise ValueError("give the inputs to scan, or --data (and --split) to scan a manifest split, not both")
+    inputs = a.inputs
+    if a.data:
+        frame = select_split(read_manifest(a.data), a.split)
+        inputs = [str(Path(frame.attrs["root"]) / p) for p in frame["path"]]
+    result = scan(a.checkpoint, inputs, out=a.out, settings=settings)
+    print(f"scanned {len(result.images) - len(result.errors)} inputs ({result.seconds_per_slice:.3f} s per slice): "
+          f"{len(result.candidates)} candidates in {Path(a.out) / 'candidates.csv'}")
+    if result.errors:
+        print(f"{len(result.errors)} input(s) failed and were skipped; images.csv says why")
+    if a.data:
+        froc = _evaluate(Path(a.out) / "candidates.csv", a.data, a.split, a.tolerance, a.out)
+        _add_to_report(Path(a.out) / "report.md", froc)
+
+
+def _evaluate(candidates, data, split, tolerance, out) -> str:
+    from ..evaluation.scans import DEFAULT_TOLERANCE, evaluate_scans, format_froc
+
+    result = evaluate_scans(candidates, data, split=split, tolerance=tolerance or DEFAULT_TOLERANCE, out=out)
+    text = format_froc(result)
+    print(text)
+    print(f"wrote {Path(out) / 'froc.json'} and froc.png")
+    return text
+
+
+def _add_to_report(report: Path, froc: str) -> None:
+    from ..base.io import write_text
+
+    text = report.read_text()
+    head, sep, rest = text.partition("\n\n| input |")
+    write_text(report, f"{head}\n\n```\n{froc}\n```\n\n![FROC](froc.png){sep}{rest}")
+
+
+def add_evaluate_scans(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-scans", help="FROC of a scan's candidates against a manifest's lesion boxes")
+    p.add_argument("--candidates", required=True, help="the candidates.csv `rensenet scan` wrote")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, help="folder for froc.json and froc.png")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="px a candidate may lie outside a lesion's box and still hit it (default 4)")
+
+
+def run_evaluate_scans(a: argparse.Namespace) -> None:
+    _evaluate(a.candidates, a.data, a.split, a.tolerance, a.out)

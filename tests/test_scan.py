@@ -1,0 +1,187 @@
+"""Whole images end to end: training from whole slices learns, dense maps agree with exact tiling, and
+``rensenet scan`` reads series, volumes and images, writes what it promises and survives bad inputs."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+
+from rensenet.base import auc_score, load_model, resolve_device
+from rensenet.base.predict import tiled_window_logits
+from rensenet.base.windows import WindowScorer
+from rensenet.cli.main import main as cli
+from rensenet.data import SliceDataset, read_manifest, select_split
+from rensenet.data.windows import WindowSampler, crop, lesion_boxes
+from rensenet.models import optimize_for_inference
+from rensenet.models.dense import dense_window_logits
+from rensenet.scanning.run import ScanSettings, scan
+
+from test_volumes import CT, write_series
+
+
+def _window_auc(model, cfg, frame: pd.DataFrame, seed: int = 0) -> float:
+    """AUC on held-out windows: one whole-lesion window and three lesion-free windows of every image."""
+    ds = SliceDataset(frame)
+    images = [ds.load(i)[0] for i in range(len(ds))]
+    boxes = [lesion_boxes(b, ds.load(i)[1]) for i, b in enumerate(frame["bbox"])]
+    sampler = WindowSampler([im.shape for im in images], boxes, size=cfg.patch_size)
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for w in sampler.epoch(rng, per_image=4, pos_fraction=0.25):
+        x.append((crop(images[w.image], w.y, w.x, cfg.patch_size) - cfg.mean[0]) / cfg.std[0])
+        y.append(w.label)
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(torch.from_numpy(np.stack(x))[:, None].float()), 1).numpy()
+    return auc_score(np.asarray(y), probs)
+
+
+@pytest.fixture(scope="module")
+def kidney_scans(data_root: Path, tmp_path_factory) -> Path:
+    """The embedded sample's studies of kidney-stone-scans (12 train, 3 val, all 15 test), with absolute paths
+    into the data in use, so the tests see the same images with or without ../shared."""
+    frame = pd.read_csv(data_root / "kidney-stone-scans" / "manifest.csv", keep_default_na=False)
+    sample = pd.read_csv(Path(__file__).parents[1] / "src/rensenet/data/sample/kidney-stone-scans/manifest.csv",
+                         keep_default_na=False)
+    return _absolute(frame[frame.path.isin(sample.path)], data_root / "kidney-stone-scans",
+                     tmp_path_factory.mktemp("kidney"))
+
+
+def _absolute(frame: pd.DataFrame, src: Path, dest: Path) -> Path:
+    frame = frame.copy()
+    for col in ("path", "mask_path"):
+        frame[col] = [str(src / v) if v else "" for v in frame[col]]
+    frame.to_csv(dest / "manifest.csv", index=False)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def kidney_model(kidney_scans: Path, tmp_path_factory) -> Path:
+    """rensenet_s trained from whole kidney slices: 64-px windows, hard negatives, 4 epochs (about a minute)."""
+    out = tmp_path_factory.mktemp("kidney-run") / "run"
+    assert cli(["train", "--data", str(kidney_scans), "--out", str(out), "--patch-size", "64", "--epochs", "4",
+                "--windows-per-image", "16", "--pos-fraction", "0.25", "--hard-negatives", "4", "--batch-size", "32",
+                "--seed", "0", "--no-progress"]) == 0
+    return out / "best.pt"
+
+
+def test_training_from_whole_images_learns(kidney_model: Path, kidney_scans: Path) -> None:
+    """The model separates held-out whole-stone windows from lesion-free windows of any part of a slice (chance
+    0.5; an untrained model scores about that), and its history shows mining and the validation CPM."""
+    import timm
+
+    model, cfg = load_model(kidney_model)
+    val = select_split(read_manifest(kidney_scans), "val")
+    assert cfg.patch_size == 64 and cfg.native_size == 64 and cfg.class_names == ["no_stone", "stone"]
+    untrained = timm.create_model("rensenet_s", num_classes=2, in_chans=1)
+    assert _window_auc(model, cfg, val) >= 0.85 > _window_auc(untrained, cfg, val) + 0.2
+    history = pd.read_csv(kidney_model.parent / "history.csv")
+    assert {"val_cpm", "val_sens_at_1fp", "hard_negatives", "mined"} <= set(history.columns)
+    assert history.hard_negatives.is_monotonic_increasing and history.hard_negatives.iloc[-1] > 0
+    assert history.val_cpm.max() > 0
+
+
+def test_dense_window_scores_follow_exact_tiling_on_real_slices(kidney_model: Path, kidney_scans: Path) -> None:
+    """Dense scores come from the same trunk with real context instead of each tile's zero padding: on real
+    slices they follow the exact tiles closely (the benchmark measures how close, and the speed-up)."""
+    model, cfg = load_model(kidney_model)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    test = select_split(read_manifest(kidney_scans), "test")
+    first = test.iloc[:2].reset_index(drop=True)
+    first.attrs.update(test.attrs)
+    ds = SliceDataset(first)
+    for i in range(2):
+        image = ds.load(i)[0]
+        x = WindowScorer(fast, cfg, stride=8, margin=0).prepare(image[None])[0]
+        with torch.no_grad():
+            dense = torch.softmax(dense_window_logits(fast, x, window=64, stride=8), 1)[0, 1].numpy()
+        tiled = torch.softmax(tiled_window_logits(fast, x, window=64, stride=8, device=resolve_device("cpu")),
+                              1)[0, 1].numpy()
+        assert dense.shape == tiled.shape == ((320 - 64) // 8 + 1, (391 - 64) // 8 + 1)
+        assert np.corrcoef(dense.ravel(), tiled.ravel())[0, 1] > 0.8
+        assert np.median(np.abs(dense - tiled)) < 0.1
+
+
+def test_scan_of_a_manifest_split_writes_everything_and_scores_its_froc(kidney_model: Path, kidney_scans: Path,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "scan"
+    assert cli(["scan", "--checkpoint", str(kidney_model), "--data", str(kidney_scans), "--split", "val",
+                "--out", str(out), "--no-progress"]) == 0
+    cands = pd.read_csv(out / "candidates.csv")
+    images = pd.read_csv(out / "images.csv")
+    val = select_split(read_manifest(kidney_scans), "val")
+    assert len(images) == len(val) and (images.status == "ok").all() and images.seconds_per_slice.gt(0).all()
+    assert {"path", "series_uid", "slice", "x", "y", "score", "size_px", "rank"} <= set(cands.columns)
+    assert cands.x.between(0, 390).all() and cands.y.between(0, 319).all() and cands.score.between(0, 1).all()
+    first = images.iloc[0]
+    pmap = np.load(out / first["map"])
+    assert pmap.shape == (320, 391) and pmap.dtype == np.float32
+    assert first["map_max"] == pytest.approx(float(pmap.max()), abs=1e-6)
+    assert first["max_candidate_score"] <= first["map_max"] + 1e-6
+    assert len(list((out / "overlays").glob("*.png"))) >= len(val)
+    froc = json.loads((out / "froc.json").read_text())
+    assert froc["n_images"] == len(val) and set(froc["sens_at_fp"]) == {"0.125", "0.25", "0.5", "1", "2", "4", "8"}
+    report = (out / "report.md").read_text()
+    assert "s per slice" in report and "CPM" in report and "![FROC](froc.png)" in report
+
+
+def test_scan_of_a_series_a_volume_and_bad_inputs(kidney_model: Path, tmp_path: Path) -> None:
+    """A DICOM series (candidates in patient mm), a NIfTI volume with a non-trivial affine (mm checked by hand), a
+    slice smaller than the window (padded, said so), an MR file (refused), and a series with an unreadable
+    slice (stopped, named); the other inputs still finish."""
+    series = write_series(tmp_path / "series", 5)
+    broken = write_series(tmp_path / "broken", 3, uid="1.2.826.0.1.3680043.8.498.2", shuffle=(2, 0, 1))
+    bad = pydicom.dcmread(broken / "img001.dcm")
+    bad.PixelData = bad.PixelData[:100]  # truncated pixel data: this slice cannot be decoded
+    bad.save_as(broken / "img001.dcm")
+    affine = np.array([[0.0, 0.0, -2.0, 60.0], [0.7, 0.0, 0.0, -80.0], [0.0, 0.7, 0.0, 10.0], [0, 0, 0, 1]])
+    vol = np.random.default_rng(0).normal(-300, 200, (80, 72, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "vol.nii.gz")
+    ds = pydicom.dcmread(CT)
+    small = tmp_path / "small.png"
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(1).random((40, 50)) * 255).astype(np.uint8)).save(small)
+    settings = ScanSettings(window="abdomen", progress=False, allow_modality=())
+    result = scan(kidney_model, [series, broken, tmp_path / "vol.nii.gz", small,
+                                 pydicom.data.get_testdata_file("MR_small.dcm")], out=tmp_path / "out",
+                  settings=settings)
+    status = dict(zip(result.images.path.map(lambda p: Path(p).name), result.images.status))
+    assert status["series"] == status["vol.nii.gz"] == status["small.png"] == "ok"
+    assert status["broken"].startswith("failed: ") and "img001.dcm" in status["broken"]
+    assert status["MR_small.dcm"].startswith("failed: ") and "modality MR" in status["MR_small.dcm"]
+    assert len(result.errors) == 2
+    # the series: candidates in LPS patient coordinates of their slice
+    c = result.candidates[result.candidates.path == str(series)].iloc[0]
+    ipp, (row_mm, col_mm) = np.asarray(ds.ImagePositionPatient, float), (float(v) for v in ds.PixelSpacing)
+    assert c["space"] == "LPS" and c["x_mm"] == pytest.approx(ipp[0] + c["x"] * col_mm, abs=0.01)
+    assert c["y_mm"] == pytest.approx(ipp[1] + c["y"] * row_mm, abs=0.01)
+    assert c["z_mm"] == pytest.approx(ipp[2] + 2.5 * c["slice"], abs=0.01)
+    # the NIfTI: candidates in the RAS mm of its affine, at the voxel worked out by hand (_nifti_voxel)
+    v = result.candidates[result.candidates.path == str(tmp_path / "vol.nii.gz")]
+    assert len(v) and set(v.space) == {"RAS"}
+    for _, r in v.head(5).iterrows():
+        i, j, k = _nifti_voxel(r, vol.shape)
+        assert (r.x_mm, r.y_mm, r.z_mm) == pytest.approx(tuple((affine @ [i, j, k, 1])[:3]), abs=0.02)
+    nifti_map = nib.load(tmp_path / "out" / result.images.set_index(result.images.path.map(lambda p: Path(p).name))
+                         .loc["vol.nii.gz", "map"])
+    assert nifti_map.shape == vol.shape and np.allclose(nifti_map.affine, affine)  # the source's voxels and affine
+    assert 0 <= float(nifti_map.get_fdata().max()) <= 1.0
+    series_map = nib.load(tmp_path / "out" / result.images.set_index(result.images.path.map(lambda p: Path(p).name))
+                          .loc["series", "map"])
+    assert series_map.shape == (128, 128, 5)
+    assert any("small.png" in n and "padded" in n for n in result.notes)
+    assert "failed:" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _nifti_voxel(row: pd.Series, shape: tuple) -> tuple:
+    """The source voxel of a candidate, by hand for the test's affine: voxel axes i, j, k point anterior
+    (+y), superior (+z) and left (-x); k is thick, so slices are sagittal with columns toward posterior (i
+    reversed), rows toward inferior (j reversed) and slices toward the left (k as stored)."""
+    return shape[0] - 1 - row.x, shape[1] - 1 - row.y, row.slice
