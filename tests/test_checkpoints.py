@@ -29,6 +29,7 @@ class _Payload:
         return os.system, (f"touch {self.target}",)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the plain-pickle case below
 def test_a_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path: Path, lung_small: Path,
                                                                     capsys) -> None:
     target = tmp_path / "pwned"

@@ -6,6 +6,7 @@
 - lung-nodule-scans: the whole-image views of exactly those patients, in the same splits.
 - kidney-stone-scans: every test study (so a test on the sample scores what a test on the full split scores),
   and whole studies drawn at random (seed 0): 12 train, 3 val.
+- kidney-stone-ct: the windows of every test study (what the shipped kidney window weights are scored on).
 """
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ for exactly the patients of the `lung-nodule-ct` sample, in the same splits (`to
 view holds its nodule at a random position; masks are the 50 % consensus of up to four radiologists.
 
 """ + LIDC,
+    "kidney-stone-ct": """# Sample: kidney-stone-ct test split (TEZ_ROI_AUG)
+
+{n} 64 x 64 windows of the {p} test studies ({splits}) of the benchmark task `kidney-stone-ct`, with or without a
+stone (`tools/make_demo_sample.py`): the whole test split, so a test on it scores what a test on the full split
+scores.
+
+Source: the Roboflow export "TEZ_ROI_AUG" (license CC BY 4.0) of the images of Yildirim K, Bozdag PG, Talo M,
+Yildirim O, Karabatak M, Acharya UR, "Deep learning model for automated kidney stone detection using coronal CT
+images", Computers in Biology and Medicine 135:104569, 2021.
+""",
     "kidney-stone-scans": """# Demo sample: kidney-stone-scans (TEZ_ROI_AUG)
 
 {n} coronal non-contrast CT slices (391 x 320) of {p} studies ({splits}) from the benchmark task
@@ -89,6 +100,8 @@ def main() -> None:
     studies = {s: _patients(kidney, s, n, rng) for s, n in {"train": 12, "val": 3, "test": 10**6}.items()}
     rows = pd.concat([kidney[(kidney.split == s) & kidney.patient_id.isin(p)] for s, p in studies.items()])
     write_sample(args.src, "kidney-stone-scans", rows, studies)
+    windows = read("kidney-stone-ct")
+    write_sample(args.src, "kidney-stone-ct", windows[windows.split == "test"], {"test": None})
 
 
 if __name__ == "__main__":

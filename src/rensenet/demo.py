@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Union
 
-from .base import TrainConfig
+from .base import TrainConfig, weights_file
 from .base.io import write_text
 from .evaluation.report import evaluate, format_metrics
 from .training import train
@@ -41,13 +41,17 @@ def _fresh_dir(out: Path) -> Path:
     return Path(f"{out}-{i}")
 
 
+#: The shipped weights ``rensenet demo --pretrained`` uses instead of training.
+PRETRAINED = {"windows": "rensenet_s.lidc_nodule_window", "scans": "rensenet_s.kidney_stone_scan"}
+
+
 def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = None, *, scan_epochs: Optional[int] = None,
-             progress: bool = True) -> Path:
-    """Both parts, one report: ``out/report.md``."""
+             pretrained: bool = False, progress: bool = True) -> Path:
+    """Both parts, one report: ``out/report.md``. ``pretrained`` uses the shipped weights instead of training."""
     out = _fresh_dir(Path(out))
     start = time.time()
-    windows = _windows(out, epochs or DEMO_EPOCHS, progress)
-    scans = _whole_images(out, scan_epochs or SCAN_EPOCHS, progress)
+    windows = _windows(out, epochs or DEMO_EPOCHS, progress, PRETRAINED["windows"] if pretrained else None)
+    scans = _whole_images(out, scan_epochs or SCAN_EPOCHS, progress, PRETRAINED["scans"] if pretrained else None)
     minutes = (time.time() - start) / 60
     write_text(out / "report.md", "\n".join(["# rensenet demo", "", f"{minutes:.1f} minutes in all.", "",
                                              *windows, "", *scans]) + "\n")
@@ -55,15 +59,24 @@ def run_demo(out: Union[str, Path] = "rensenet-demo", epochs: Optional[int] = No
     return out
 
 
-def _windows(out: Path, epochs: int, progress: bool) -> list:
+def _trained(tag: Optional[str], cfg: TrainConfig) -> tuple:
+    """(checkpoint, sentence on how it was made): shipped weights, or a run trained now."""
+    if tag is not None:
+        return weights_file(tag=tag), f"the shipped weights `{tag}` (docs/models/{tag}.md)"
+    result = train(cfg)
+    return Path(cfg.out) / "best.pt", (f"`rensenet_s` trained for {len(result.history)} epochs (best "
+                                       f"{result.selection.replace('_', ' ')} {result.best_score:.3f} at epoch "
+                                       f"{result.best_epoch})")
+
+
+def _windows(out: Path, epochs: int, progress: bool, tag: Optional[str] = None) -> list:
     from .explanation.run import explain
     from .explanation.scores import format_localization
 
     data = sample_data_dir("lung-nodule-ct")
-    print(f"rensenet demo 1/2: training rensenet_s on {data.name} windows (embedded sample) -> {out / 'windows'}")
-    result = train(TrainConfig(data=str(data), model="rensenet_s", out=str(out / "windows" / "run"), epochs=epochs,
-                               seed=0, progress=progress, window="lung"))
-    ckpt = out / "windows" / "run" / "best.pt"
+    print(f"rensenet demo 1/2: rensenet_s on {data.name} windows (embedded sample) -> {out / 'windows'}")
+    ckpt, made = _trained(tag, TrainConfig(data=str(data), model="rensenet_s", out=str(out / "windows" / "run"),
+                                           epochs=epochs, seed=0, progress=progress, window="lung"))
     metrics = evaluate(ckpt, data, split="test", out=out / "windows" / "evaluation", n_boot=500)
     text = format_metrics(metrics)
     print(text)
@@ -72,9 +85,8 @@ def _windows(out: Path, epochs: int, progress: bool) -> list:
     print(localization)
     return [
         "## 1. Is there a nodule in this window? (lung-nodule-ct sample)", "",
-        f"`rensenet_s` trained for {len(result.history)} epochs on 48-px windows of the embedded LIDC-IDRI sample "
-        f"(CC BY 3.0), best {result.selection.replace('_', ' ')} {result.best_score:.3f} at epoch "
-        f"{result.best_epoch}; scored on the sample's {metrics['n_patients']} held-out test patients.", "",
+        f"{made}, on 48-px windows of the embedded LIDC-IDRI sample (CC BY 3.0); scored on the sample's "
+        f"{metrics['n_patients']} held-out test patients.", "",
         "```", text, "```", "",
         *(["Heatmaps (HiResCAM) against the radiologists' nodule masks:", "", "```", localization, "```", ""]
           if localization else []),
@@ -82,7 +94,7 @@ def _windows(out: Path, epochs: int, progress: bool) -> list:
     ]
 
 
-def _whole_images(out: Path, epochs: int, progress: bool) -> list:
+def _whole_images(out: Path, epochs: int, progress: bool, tag: Optional[str] = None) -> list:
     from .cli.scan import _add_to_report
     from .data import read_manifest, select_split
     from .evaluation.scans import evaluate_scans, format_froc
@@ -90,13 +102,13 @@ def _whole_images(out: Path, epochs: int, progress: bool) -> list:
 
     data = sample_data_dir("kidney-stone-scans")
     run = out / "scans" / "run"
-    print(f"\nrensenet demo 2/2: training rensenet_s from whole {data.name} slices -> {out / 'scans'}")
-    result = train(TrainConfig(data=str(data), model="rensenet_s", out=str(run), epochs=epochs, seed=0,
-                               progress=progress, patch_size=64, windows_per_image=16, pos_fraction=0.25,
-                               hard_negatives=4))
+    print(f"\nrensenet demo 2/2: rensenet_s from whole {data.name} slices -> {out / 'scans'}")
+    ckpt, made = _trained(tag, TrainConfig(data=str(data), model="rensenet_s", out=str(run), epochs=epochs, seed=0,
+                                           progress=progress, patch_size=64, windows_per_image=16,
+                                           pos_fraction=0.25, hard_negatives=4))
     test = select_split(read_manifest(data), "test")
     inputs = [str(Path(test.attrs["root"]) / p) for p in test["path"]]
-    scanned = scan(run / "best.pt", inputs, out=out / "scans" / "scan", settings=ScanSettings(progress=progress))
+    scanned = scan(ckpt, inputs, out=out / "scans" / "scan", settings=ScanSettings(progress=progress))
     froc = evaluate_scans(out / "scans" / "scan" / "candidates.csv", data, split="test", out=out / "scans" / "scan",
                           n_boot=500)
     text = format_froc(froc)
@@ -106,9 +118,9 @@ def _whole_images(out: Path, epochs: int, progress: bool) -> list:
     overlay = f"scans/scan/overlays/{Path(best.iloc[0]['path']).stem}.png" if len(best) else ""
     return [
         "## 2. Where are the stones in this slice? (kidney-stone-scans sample)", "",
-        f"`rensenet_s` trained for {len(result.history)} epochs from {len(select_split(read_manifest(data), 'train'))} "
-        "whole coronal slices (64-px windows sampled on the fly, hard negatives mined after each epoch; best "
-        f"{result.selection.replace('_', ' ')} {result.best_score:.3f}), then scanned the "
+        f"{made}" + ("" if tag else f", from the {len(select_split(read_manifest(data), 'train'))} whole coronal "
+                     "training slices of the sample (64-px windows sampled on the fly, hard negatives mined after "
+                     "each epoch)") + "; it scanned the "
         f"{froc['n_images']} whole slices of the {froc['n_patients']} held-out test studies at "
         f"{scanned.seconds_per_slice:.2f} s per slice ([scan report](scans/scan/report.md)).", "",
         "```", text, "```", "", "![FROC](scans/scan/froc.png)", *([f"![top candidate]({overlay})"] if overlay else []),

@@ -3,7 +3,7 @@ batched-prediction loop, atomic output, the patient bootstrap and the selection 
 
 Below training, evaluation, explanation and scanning; it imports only ``models`` and ``data``.
 """
-from .checkpoint import CheckpointError, create_model, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import CheckpointError, create_model, load_checkpoint, load_model, save_checkpoint, weights_file
 from .config import TrainConfig
 from .device import resolve_device
 from .metrics import auc_score
@@ -11,4 +11,4 @@ from .predict import batches_of, predict_logits, predict_probs
 from .stats import patient_bootstrap
 
 __all__ = ["CheckpointError", "TrainConfig", "auc_score", "batches_of", "create_model", "load_checkpoint",
-           "load_model", "patient_bootstrap", "predict_logits", "predict_probs", "resolve_device", "save_checkpoint"]
+           "load_model", "patient_bootstrap", "weights_file", "predict_logits", "predict_probs", "resolve_device", "save_checkpoint"]

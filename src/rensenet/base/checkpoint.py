@@ -98,8 +98,19 @@ def checkpoint_config(ckpt: Dict[str, Any], path: Union[str, Path]) -> TrainConf
         raise CheckpointError(f"{path}: its training config is not usable ({e})") from None
 
 
+def weights_file(checkpoint: Union[str, Path, None] = None, tag: str | None = None) -> Path:
+    """The file to load: a checkpoint, or the verified file of shipped weights (``rensenet_s.kidney_stone_scan``)."""
+    if (checkpoint is None) == (tag is None):
+        raise ValueError("give a checkpoint file or the name of shipped weights (--checkpoint or --model), one of them")
+    if checkpoint is not None:
+        return Path(checkpoint)
+    from ..models.zoo import resolve_tag
+
+    return resolve_tag(str(tag))
+
+
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, TrainConfig]:
-    """(model in eval mode, its typed training config) from a checkpoint."""
+    """(model in eval mode, its typed training config) from a checkpoint (float16 storage is read as float32)."""
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     model = create_model(cfg.model, num_classes=int(cfg.num_classes or 2), in_chans=cfg.in_chans,

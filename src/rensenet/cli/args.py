@@ -71,3 +71,25 @@ def config_from_args(args: argparse.Namespace, cls: Type):
     if missing:
         raise ValueError(f"the following settings are required: {', '.join(missing)}")
     return cls.from_dict(values)
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, *, multiple: bool = False) -> None:
+    """``--checkpoint FILE`` or ``--model TAG`` (weights shipped in the package), one of them."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    nargs = "+" if multiple else None
+    group.add_argument("--checkpoint", nargs=nargs, metavar="FILE", help="checkpoint written by `rensenet train`"
+                       + ("; several also give comparison.png" if multiple else ""))
+    group.add_argument("--model", dest="weights", nargs=nargs, metavar="TAG",
+                       help="weights shipped in the package, e.g. rensenet_s.kidney_stone_scan "
+                            "(timm.list_pretrained('rensenet*'))")
+
+
+def weights_of(args: argparse.Namespace):
+    """The weight file(s) the command line names: checkpoints as given, shipped tags verified."""
+    from ..base import weights_file
+
+    if args.checkpoint is not None:
+        return [Path(c) for c in args.checkpoint] if isinstance(args.checkpoint, list) else Path(args.checkpoint)
+    if isinstance(args.weights, list):
+        return [weights_file(tag=t) for t in args.weights]
+    return weights_file(tag=args.weights)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import add_weights_arguments, weights_of
+
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a split, with patient-bootstrap 95%% intervals")
-    p.add_argument("--checkpoint", required=True)
+    add_weights_arguments(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", help="a value of the manifest's split column, or 'all'")
     p.add_argument("--out", required=True)
@@ -18,7 +20,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def run_evaluate(a: argparse.Namespace) -> None:
     from ..evaluation.report import evaluate, format_metrics
 
-    metrics = evaluate(a.checkpoint, a.data, split=a.split, out=a.out, n_boot=a.n_boot, device=a.device)
+    metrics = evaluate(weights_of(a), a.data, split=a.split, out=a.out, n_boot=a.n_boot, device=a.device)
     print(format_metrics(metrics))
     print(f"wrote {Path(a.out) / 'metrics.json'}, predictions.csv, confusion_matrix.png, roc_curve.png")
 
@@ -26,7 +28,7 @@ def run_evaluate(a: argparse.Namespace) -> None:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="class probabilities of window-sized images, DICOM or NIfTI slices "
                                        "(whole slices: use `rensenet scan`)")
-    p.add_argument("--checkpoint", required=True)
+    add_weights_arguments(p)
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", default="predictions.csv", help="CSV to write")
     p.add_argument("--window", default=None, help="CT window for DICOM/NIfTI (default: the checkpoint's)")
@@ -41,7 +43,7 @@ def run_predict(a: argparse.Namespace) -> None:
     from ..scanning.predict import predict_files
 
     device = resolve_device(a.device)
-    model, cfg = load_model(a.checkpoint, device)
+    model, cfg = load_model(weights_of(a), device)
     table = predict_files(model, cfg, a.paths, window=a.window, allow_modality=a.allow_modality, device=device)
     write_csv(a.out, table)
     print(f"wrote {len(table)} predictions to {a.out}")
@@ -52,7 +54,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     from ..explanation.run import DEFAULT_METHOD
 
     p = sub.add_parser("explain", help="CAM heatmaps scored against lesion masks (pointing game, energy lift)")
-    p.add_argument("--checkpoint", required=True, nargs="+", help="one or more; several also give comparison.png")
+    add_weights_arguments(p, multiple=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
@@ -73,12 +75,12 @@ def run_explain(a: argparse.Namespace) -> None:
     from ..explanation.scores import format_localization
 
     explanations = {}
-    for ckpt in a.checkpoint:
+    for ckpt in weights_of(a):
         e = explain_model(ckpt, a.data, split=a.split, method=a.method, target_layers=a.target_layer,
                           class_mode=a.class_mode, limit=a.limit, tolerance=a.tolerance, threshold=a.threshold,
                           faithfulness=not a.no_faithfulness, n_boot=a.n_boot, device=a.device)
         name = e.model_name if e.model_name not in explanations else f"{e.model_name}-{len(explanations) + 1}"
-        out = Path(a.out) / name if len(a.checkpoint) > 1 else Path(a.out)
+        out = Path(a.out) / name if len(weights_of(a)) > 1 else Path(a.out)
         write_explanation(e, out, class_names=e.class_names)
         explanations[name] = e
         print(f"{name} ({e.method} on {', '.join(e.target_layers)}): {out}")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import benchmark, evaluate, misc, scan, train
+from . import benchmark, evaluate, misc, scan, train, view
 
 #: name -> (add the sub-parser, run it)
 COMMANDS: Dict[str, Tuple[Callable, Callable]] = {
@@ -17,6 +17,8 @@ COMMANDS: Dict[str, Tuple[Callable, Callable]] = {
     "evaluate-scans": (scan.add_evaluate_scans, scan.run_evaluate_scans),
     "benchmark": (benchmark.add, benchmark.run),
     "demo": (misc.add_demo, misc.run_demo),
+    "export": (misc.add_export, misc.run_export),
+    "view": (view.add, view.run),
 }
 
 

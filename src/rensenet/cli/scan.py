@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import add_config_arguments, config_from_args
+from .args import add_config_arguments, add_weights_arguments, config_from_args, weights_of
 
 
 def add_scan(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
                                     "maps, overlays, report.md)",
                        description="Scan whole slices at their native size with a window classifier. Give files "
                                    "and folders, or --data/--split to scan a manifest split and score its FROC.")
-    p.add_argument("--checkpoint", required=True)
+    add_weights_arguments(p)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, DICOM files, series folders, NIfTI")
     p.add_argument("--out", required=True, help="folder for candidates.csv, images.csv, maps/, overlays/, report.md")
     p.add_argument("--data", default=None, help="a manifest of whole images: scan its --split and score the FROC")
@@ -34,7 +34,7 @@ def run_scan(a: argparse.Namespace) -> None:
     if a.data:
         frame = select_split(read_manifest(a.data), a.split)
         inputs = [str(Path(frame.attrs["root"]) / p) for p in frame["path"]]
-    result = scan(a.checkpoint, inputs, out=a.out, settings=settings)
+    result = scan(weights_of(a), inputs, out=a.out, settings=settings)
     print(f"scanned {len(result.images) - len(result.errors)} inputs ({result.seconds_per_slice:.3f} s per slice): "
           f"{len(result.candidates)} candidates in {Path(a.out) / 'candidates.csv'}")
     if result.errors:

@@ -62,6 +62,8 @@ class Volume:
     plane: str = ""
     affine: Optional[np.ndarray] = None  # NIfTI: the source's own affine, for maps written back in its voxel order
     to_source: Optional[np.ndarray] = None  # NIfTI: nibabel orientation from display (col, row, slice) to source
+    read_raw: Optional[Callable[[int], np.ndarray]] = None  # slice k unwindowed, in ``units`` (what a viewer shows)
+    units: str = "display"  # HU (CT), raw (other modalities) or display (images, already windowed to [0, 1])
 
     @property
     def is_volume(self) -> bool:
@@ -71,7 +73,7 @@ class Volume:
 def image_volume(path: PathLike) -> Volume:
     """A PNG/JPG/TIFF slice (already windowed) as a one-slice volume without geometry."""
     image = read_image(path)
-    return Volume(str(path), "image", 1, image.shape, lambda k: image)
+    return Volume(str(path), "image", 1, image.shape, lambda k: image, read_raw=lambda k: image)
 
 
 # --- DICOM ------------------------------------------------------------------------------------------------------
@@ -188,9 +190,13 @@ def dicom_volume(paths: Sequence[PathLike], *, window: Window, allow_modality: S
             raise ImageReadError(f"{paths[k]}: --window dicom, but the file has no WindowCenter/WindowWidth")
         return apply_window(hu, win)
 
+    def read_raw(k: int) -> np.ndarray:
+        return _hu(dicom_header(paths[k]) if len(paths) > 1 else headers[0], paths[k])
+
     return Volume(name, "dicom" if len(paths) == 1 else "dicom-series", len(paths),
                   (int(first.Rows), int(first.Columns)), read, geometry=_dicom_geometry(headers, paths[0]),
-                  series_uid=uid, modality=str(getattr(first, "Modality", "")), window=window if is_ct else None)
+                  series_uid=uid, modality=str(getattr(first, "Modality", "")), window=window if is_ct else None,
+                  read_raw=read_raw, units="HU" if is_ct else "raw")
 
 
 def group_series(paths: Sequence[PathLike]) -> List[List[Path]]:
@@ -243,7 +249,7 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
     src_axis = {int(t): (i, int(f)) for i, (t, f) in enumerate(to_display)}  # display axis -> (source axis, flip)
     n_slices = shape[src_axis[2][0]]
 
-    def read(k: int) -> np.ndarray:
+    def read_raw(k: int) -> np.ndarray:
         axis, flip = src_axis[2]
         index = [slice(None)] * 3
         index[axis] = k if flip == 1 else shape[axis] - 1 - k
@@ -256,14 +262,17 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
         row_axis, row_flip = src_axis[1]
         arr = plane_data if kept.index(col_axis) == 0 else plane_data.T  # -> (col, row)
         arr = arr[::col_flip, ::row_flip]
-        return apply_window(np.ascontiguousarray(arr.T), window)  # (row, col)
+        return np.ascontiguousarray(arr.T)  # (row, col), Hounsfield units
+
+    def read(k: int) -> np.ndarray:
+        return apply_window(read_raw(k), window)
 
     origins = np.stack([(display_affine @ [0, 0, k, 1])[:3] for k in range(n_slices)])
     geometry = Geometry("RAS", origins, display_affine[:3, 1].copy(), display_affine[:3, 0].copy())
     h, w = shape[src_axis[1][0]], shape[src_axis[0][0]]
     back = ornt_transform(axcodes2ornt(PLANES[plane]), source)
     return Volume(str(path), "nifti", n_slices, (h, w), read, geometry=geometry, window=window, plane=plane,
-                  affine=img.affine, to_source=back, modality="CT")
+                  affine=img.affine, to_source=back, modality="CT", read_raw=read_raw, units="HU")
 
 
 def display_to_source(volume: Volume, data: np.ndarray) -> np.ndarray:

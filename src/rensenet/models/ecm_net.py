@@ -5,12 +5,11 @@ This is the fair test of whether the ECM helps any backbone or only RenseNet: ``
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import timm
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 
 from .ecm import EdgeConservativeModule, FeatureFusion, match_size
 from .heads import ClassifierHead, ThreeHeadNet
@@ -73,26 +72,10 @@ class ECMNet(ThreeHeadNet):
         ecm_map = match_size(self.ecm(feats[:-1]), feats[-1])  # DenseNet floors odd sizes, the ECM rounds up
         return feats[-1], ecm_map, self.fusion(feats[-1], ecm_map)
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def _feature_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The backbone's feature maps and the fused map, as listed in ``feature_info``."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"ECMNet only supports output_fmt='NCHW', got {output_fmt!r}")
-        take_indices, _ = feature_take_indices(len(self.feature_info), indices)
         feats = self.body(x)
-        fused = self.fusion(feats[-1], match_size(self.ecm(feats[:-1]), feats[-1]))
-        maps = list(feats) + [fused]
-        intermediates = [maps[i] for i in take_indices]
-        if intermediates_only:
-            return intermediates
-        return fused, intermediates
+        return list(feats) + [self.fusion(feats[-1], match_size(self.ecm(feats[:-1]), feats[-1]))]
 
 
 #: The timm backbone of each registered variant.

@@ -1,10 +1,11 @@
 """Classifier head: global pool, then FC -> ReLU -> dropout -> FC, as in the prototype; the timm head API."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+from timm.models._features import feature_take_indices
 
 from .layers import global_pool
 
@@ -80,9 +81,30 @@ class ThreeHeadNet(nn.Module):
         """(backbone map, ECM map or None, fused map) at the final resolution."""
         raise NotImplementedError
 
+    def _feature_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Every map ``feature_info`` lists, in its order; the last is ``forward_features``."""
+        raise NotImplementedError
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The fused feature map (backbone and ECM concatenated), or the backbone's last map without the ECM."""
         return self._forward_maps(x)[2]
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The maps of ``feature_info`` (timm's API; what ``features_only=True`` returns)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"{type(self).__name__} only supports output_fmt='NCHW', got {output_fmt!r}")
+        take_indices, _ = feature_take_indices(len(self.feature_info), indices)
+        maps = self._feature_maps(x)
+        intermediates = [maps[i] for i in take_indices]
+        return intermediates if intermediates_only else (maps[-1], intermediates)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

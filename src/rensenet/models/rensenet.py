@@ -1,17 +1,17 @@
 """RenseNet: Rense-block backbone, Edge Conservative Module and three heads, registered with timm."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 
 from .ecm import UPSAMPLE_MODES, EdgeConservativeModule, FeatureFusion
 from .heads import ClassifierHead, RenseNetOutput, ThreeHeadNet
 from .layers import ConvNormAct, replace_batch_norm
 from .pretrained import checkpoint_filter_fn, rensenet_cfg
+from .zoo import pretrained_cfgs
 from .rense_block import BlockVariant, RenseBlock
 from .transition import Transition
 
@@ -201,42 +201,28 @@ class RenseNet(ThreeHeadNet):
             return x, ecm_map, self.fusion(x, ecm_map)
         return x, None, x
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (and the fused map when the ECM is on), as listed in ``feature_info``."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"RenseNet only supports output_fmt='NCHW', got {output_fmt!r}")
-        take_indices, _ = feature_take_indices(len(self.feature_info), indices)
+    def _feature_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Stage outputs, and the fused map when the ECM is on, as listed in ``feature_info``."""
         self._check_input(x)
-        intermediates: List[torch.Tensor] = []
         x = self.stem(x)
+        maps: List[torch.Tensor] = []
         pre_pool: List[torch.Tensor] = []
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             x, f = stage(x)
             if f is not None:
                 pre_pool.append(f)
-            if i in take_indices:
-                intermediates.append(x)
+            maps.append(x)
         if self.ecm is not None and self.fusion is not None:
-            x = self.fusion(x, self.ecm(pre_pool))
-            if len(self.stages) in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+            maps.append(self.fusion(x, self.ecm(pre_pool)))
+        return maps
 
 
 # --- variants -------------------------------------------------------------------------------------------------
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs({  # the first tag of each is the default: untrained, as no weights are general
     "rensenet_s.untrained": rensenet_cfg(),
+    **pretrained_cfgs("rensenet_s"),
     "rensenet_m.untrained": rensenet_cfg(),
+    **pretrained_cfgs("rensenet_m"),
 })
 
 #: Architecture of each registered variant; everything else comes from keyword arguments.

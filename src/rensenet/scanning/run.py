@@ -12,7 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -101,8 +101,8 @@ def _spacing_factor(volume: Volume, cfg: TrainConfig, settings: ScanSettings, no
     return float(np.mean(volume.geometry.pixel_spacing)) / float(cfg.pixel_spacing)
 
 
-def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, settings: ScanSettings, bar,
-                 notes: List[str]) -> Tuple[List[Dict[str, Any]], np.ndarray, float]:
+def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, settings: ScanSettings,
+                 tick: Callable[[], None], notes: List[str]) -> Tuple[List[Dict[str, Any]], np.ndarray, float]:
     """(candidate rows, the probability map (S, H, W) uint8 for volumes or (H, W) float32, seconds)."""
     extra = _spacing_factor(volume, cfg, settings, notes)
     maps = np.zeros((volume.n_slices, *volume.shape), np.uint8) if volume.is_volume else None
@@ -125,16 +125,19 @@ def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, setting
             rows.append(row)
         if maps is not None:
             maps[item.index] = np.round(np.clip(pixel, 0, 1) * 255).astype(np.uint8)
-        bar.update(1)
+        tick()
     seconds = time.perf_counter() - start
     return rows, (maps if maps is not None else pixel), seconds
 
 
 def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]], *, out: Union[str, Path, None] = None,
          settings: Optional[ScanSettings] = None, model: Optional[torch.nn.Module] = None,
-         cfg: Optional[TrainConfig] = None) -> ScanResult:
+         cfg: Optional[TrainConfig] = None, on_progress: Optional[Callable[[int, int], None]] = None,
+         on_volume: Optional[Callable[[Volume, List[Dict[str, Any]], np.ndarray], None]] = None) -> ScanResult:
     """Scan image files, DICOM files, DICOM series folders and NIfTI volumes with a checkpoint (or a ``model`` and
-    its ``cfg``); with ``out``, write candidates.csv, images.csv, maps/, overlays/ and report.md there."""
+    its ``cfg``); with ``out``, write candidates.csv, images.csv, maps/, overlays/ and report.md there.
+    ``on_progress(slices done, slices in all)`` follows the scan; ``on_volume(volume, candidate rows, map)`` gets
+    each input as it finishes, its map in the slices' own orientation (what a viewer shows)."""
     settings = settings or ScanSettings()
     device = resolve_device(settings.device)
     if model is None or cfg is None:
@@ -148,16 +151,24 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
     notes: List[str] = []
     total = sum(v.n_slices for v in volumes if isinstance(v, Volume))
     with tqdm(total=total, desc="scan", unit="slice", disable=None if settings.progress else True) as bar:
+
+        def tick() -> None:
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(bar.n, total)
+
         for volume in volumes:
             if isinstance(volume, InputError):
                 writer.failed(volume.name, volume.message)
                 continue
             try:
-                rows, maps, seconds = _scan_volume(volume, scorer, cfg, settings, bar, notes)
+                rows, maps, seconds = _scan_volume(volume, scorer, cfg, settings, tick, notes)
             except ImageReadError as e:  # one unreadable slice stops its input; the others go on
                 writer.failed(volume.name, str(e), series_uid=volume.series_uid)
                 continue
             writer.add(volume, rows, maps, seconds)
+            if on_volume is not None:
+                on_volume(volume, rows, maps)
     candidates, images, errors, seconds_per_slice = writer.finish(notes)
     return ScanResult(candidates, images, errors, seconds_per_slice, settings, str(checkpoint or cfg.model),
                       Path(out) if out is not None else None, notes)

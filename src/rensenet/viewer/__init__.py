@@ -1,0 +1,1 @@
+"""``rensenet view``: a local web app for the people who read the scans."""

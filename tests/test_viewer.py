@@ -1,0 +1,158 @@
+"""``rensenet view`` in a real browser (Debian's chromium driven by Playwright), and its guards over HTTP."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from playwright.sync_api import sync_playwright
+
+from rensenet.demo import sample_data_dir
+from test_volumes import MR, write_series
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The viewer on a free port, serving a folder with a CT series, a kidney slice, an MR file and an empty folder."""
+    root = tmp_path_factory.mktemp("viewer") / "cases"
+    write_series(root / "series", 5)
+    shutil.copy(sorted((sample_data_dir("kidney-stone-scans") / "images").glob("*.jpg"))[0], root / "kidney.jpg")
+    shutil.copy(MR, root / "mr.dcm")
+    (root / "empty").mkdir()
+    port = _free_port()
+    out = root.parent / "out"
+    before = {p for p in Path(tempfile.gettempdir()).glob("rensenet-view-uploads-*")}
+    files = sorted(p for p in root.rglob("*"))
+    proc = subprocess.Popen([sys.executable, "-m", "rensenet", "view", "--model", "rensenet_s.kidney_stone_scan",
+                             str(root), "--port", str(port), "--out", str(out), "--window", "abdomen",
+                             "--max-upload-mb", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.25)
+    else:
+        proc.kill()
+        pytest.fail(f"the viewer did not start: {proc.stdout.read()}")
+    yield {"url": url, "root": root, "out": out, "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=10)
+    assert {p for p in Path(tempfile.gettempdir()).glob("rensenet-view-uploads-*")} == before  # uploads removed
+    assert sorted(p for p in root.rglob("*")) == files  # nothing written into the folder it serves
+
+
+def test_only_files_under_the_folder_can_be_read(server) -> None:
+    url = server["url"]
+    assert httpx.get(url + "/api/browse", params={"path": "../"}).status_code == 403
+    assert httpx.get(url + "/api/browse", params={"path": "series/../../"}).status_code == 403
+    assert httpx.get(url + "/api/browse", params={"path": "/etc"}).status_code == 400
+    assert httpx.post(url + "/api/scans", json={"path": "/etc/passwd"}).status_code == 400
+    assert httpx.post(url + "/api/scans", json={"path": "../out"}).status_code == 403
+    assert httpx.post(url + "/api/scans", json={"upload": "../../etc"}).status_code == 404
+    big = httpx.post(url + "/api/upload", files=[("files", ("big.png", b"\0" * 1_200_000))])
+    assert big.status_code == 413 and "limit of 1 MB" in big.json()["detail"]
+    page = httpx.get(url + "/").text
+    assert "http" not in page.replace("http-equiv", "")  # nothing is loaded from elsewhere
+
+
+def _pixel(page, x: float, y: float) -> list:
+    return page.evaluate(f"Array.from(document.getElementById('canvas').getContext('2d')"
+                         f".getImageData({round(x)}, {round(y)}, 1, 1).data)")
+
+
+def _set_range(page, selector: str, value: float) -> None:
+    page.evaluate(f"(() => {{ const e = document.querySelector('{selector}'); e.value = {value}; "
+                  "e.dispatchEvent(new Event('input')); })()")
+
+
+def test_scan_a_series_in_the_browser(server, tmp_path: Path) -> None:
+    url = server["url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 850})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("#files option[value='series']", state="attached")
+        page.select_option("#files", "series")
+        page.click("#scan-path")
+        page.wait_for_function("document.querySelectorAll('#candidates tbody tr').length > 0", timeout=90000)
+        _set_range(page, "#threshold", 0)
+        job = httpx.get(url + "/api/scans").json()[0]
+        rows = list(csv.DictReader(io.StringIO(httpx.get(f"{url}/api/scans/{job['id']}/files/candidates.csv").text)))
+        top = max(rows, key=lambda r: float(r["score"]))
+        assert page.input_value("#slice") == top["slice"]  # the page opens on the top candidate's slice
+        # its marker lies where candidates.csv says: the view is fit and centred, pixel centres at (i + 0.5) * s
+        w, h = page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
+        vol = job["volumes"][0]
+        s = min(w / vol["cols"], h / vol["rows"])
+        x = (w - vol["cols"] * s) / 2 + (float(top["x"]) + 0.5) * s
+        y = (h - vol["rows"] * s) / 2 + (float(top["y"]) + 0.5) * s
+        assert _pixel(page, x, y)[:3] == [255, 0, 255]
+        # a candidate of another slice: clicking it shows that slice, centred on it
+        other = next(r for r in sorted(rows, key=lambda r: -float(r["score"])) if r["slice"] != top["slice"])
+        rank = sorted(rows, key=lambda r: -float(r["score"])).index(other) + 1
+        page.click(f"#candidates tbody tr[data-rank='{rank}']")
+        page.wait_for_function(f"document.getElementById('slice').value === '{other['slice']}'")
+        assert _pixel(page, w / 2, h / 2)[:3] == [255, 0, 255]  # centred on its marker
+        assert page.inner_text("#slice-label").startswith(f"{int(other['slice']) + 1} / 5")
+        # the threshold filters the list
+        before = page.locator("#candidates tbody tr").count()
+        _set_range(page, "#threshold", float(top["score"]) - 1e-6)
+        assert page.locator("#candidates tbody tr").count() < before
+        # mm for candidates and the cursor: the series has geometry
+        assert "LPS" in page.inner_text("#candidates tbody tr")
+        page.mouse.move(x, y)
+        assert "mm LPS" in page.inner_text("#cursor") and "HU" in page.inner_text("#cursor")
+        page.screenshot(path=str(tmp_path / "viewer.png"))
+        assert (tmp_path / "viewer.png").stat().st_size > 20000 and not errors
+        browser.close()
+
+
+def test_bad_inputs_show_a_message_and_the_server_keeps_running(server, tmp_path: Path) -> None:
+    url = server["url"]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#files option[value='mr.dcm']", state="attached")
+        for entry, words in (("mr.dcm", "modality MR, not CT"), ("empty", "no DICOM series, images or NIfTI")):
+            page.select_option("#files", entry)
+            page.click("#scan-path")
+            page.wait_for_function(f"document.getElementById('message').textContent.includes({words!r})",
+                                   timeout=30000)
+            assert page.locator("#message.error").is_visible()
+        page.set_input_files("#upload-files", str(tmp_path / "broken.png"))
+        page.wait_for_function("document.getElementById('message').textContent.includes('not a readable image')",
+                               timeout=30000)
+        assert "rensenet-view-uploads" not in page.inner_text("#message")  # the server's paths stay private
+        browser.close()
+    scans = httpx.get(url + "/api/scans").json()
+    assert any(j["status"] == "done" and j["volumes"] for j in scans)  # the first scan is untouched
+    done = next(j for j in scans if j["status"] == "done")
+    assert httpx.get(f"{url}/api/scans/{done['id']}/candidates").status_code == 200
+    assert server["proc"].poll() is None
