@@ -17,8 +17,10 @@ def write_card(path: Path, e: Dict[str, Any], recipe: Dict[str, Any]) -> Path:
     window = e["window"] or "unknown (the source images came windowed): DICOM and NIfTI inputs need --window"
     lines = [
         f"# `{name}`", "",
-        f"{e['description']} `rensenet_s` (0.42 M parameters), {e['file']} ({e['bytes'] / 1e6:.2f} MB, float16; "
-        f"logits within {e['float16_max_logit_diff']:.1e} of float32), sha256 `{e['sha256']}`.", "",
+        f"{e['description']} `rensenet_s` (0.42 M parameters), {e['file']} ({e['bytes'] / 1e6:.2f} MB, "
+        + (f"float16, logits within {e['max_logit_diff_to_float32']:.1e} of float32" if e["storage"] == "float16" else
+           f"float32: in float16 the logits moved by {e['float16_max_logit_diff']:.1e}, more than 1e-3")
+        + f"), sha256 `{e['sha256']}`.", "",
         "```python",
         f'model = timm.create_model("{name}", pretrained=True)   # offline, from the package',
         "```", "",
@@ -39,8 +41,15 @@ def write_card(path: Path, e: Dict[str, Any], recipe: Dict[str, Any]) -> Path:
     ]
     if scan:
         sens = scan["sens_at_fp"]
-        lines += [f"Whole images ({scan['task']}, {scan['n_images']} images, {scan['n_lesions']} lesions, "
-                  f"`rensenet scan` defaults, {scan['seconds_per_slice']:.3f} s per image on the CPU above):", "",
+        choice = m.get("scan_choice")
+        if choice:
+            lines += [f"Scan settings chosen on val, carried by the weights (`rensenet scan` uses them): "
+                      f"`{choice['chosen']}`.", "", "| val: settings | CPM | sensitivity at 1/8 .. 8 FP |", "|---|---|---|"]
+            lines += [f"| `{r['settings']}` | {r['cpm']['value']:.3f} | "
+                      + " / ".join(f"{v['value']:.2f}" for v in r["sens_at_fp"].values()) + " |" for r in choice["tried"]]
+            lines += [""]
+        lines += [f"Whole images ({scan['task']}, {scan['n_images']} images, {scan['n_lesions']} lesions, the "
+                  f"chosen settings, {scan['seconds_per_slice']:.3f} s per image on the CPU above):", "",
                   f"- CPM {_ci(scan['cpm'])}",
                   "- sensitivity at " + ", ".join(f"{r} FP/image {v['value']:.3f}" for r, v in sens.items()),
                   "- by lesion size: " + ", ".join(f"{r['tercile']} ({r['min_px']:.0f}-{r['max_px']:.0f} px) "

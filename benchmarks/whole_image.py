@@ -3,9 +3,10 @@
     python benchmarks/whole_image.py --kidney runs/scans/kidney/best.pt --lung runs/scans/lung/best.pt \
         > benchmarks/WHOLE_IMAGE.md
 
-For each checkpoint (trained on the train split of its task by the command in docs/scan.md):
-1. Scan settings chosen on val: candidates at the probability map's peak or CAM-refined, at stride 4 or 8;
-   the chosen ones are reported on test (CPM with its patient-bootstrap interval, sensitivity at each rate).
+For each checkpoint (trained on the train split of its task, benchmarks/train_zoo.py):
+1. Scan settings chosen on val (``rensenet.benchmark.scans``): candidates at the probability map's peak or
+   CAM-refined with one or three heatmap peaks, at stride 4 or 8; the chosen ones and the best map peaks are
+   reported on test (CPM with its patient-bootstrap interval, sensitivity at each rate).
 2. Dense evaluation against exact tiling on the test slices, at the same stride: seconds per slice of each, the
    difference of the window probabilities, and the CPM of each.
 3. A 300-slice 512 x 512 NIfTI volume scanned by ``rensenet scan`` in a child process: seconds and peak memory.
@@ -31,10 +32,10 @@ from rensenet.base import load_model, resolve_device
 from rensenet.base.predict import tiled_window_logits
 from rensenet.base.windows import WindowMap, WindowScorer
 from rensenet.benchmark.processes import machine_description, run_child
+from rensenet.benchmark.scans import choose_scan_settings, scan_split
 from rensenet.data import read_manifest, select_split
 from rensenet.evaluation.scans import evaluate_scans
 from rensenet.models import optimize_for_inference
-from rensenet.scanning.run import ScanSettings, scan
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -55,36 +56,29 @@ def paths(task: str, split: str) -> Tuple[List[str], Path]:
     return [str(Path(frame.attrs["root"]) / p) for p in frame["path"]], DATA / task
 
 
-def froc_of(ckpt: str, task: str, split: str, **settings) -> Tuple[dict, float]:
-    inputs, data = paths(task, split)
-    result = scan(ckpt, inputs, settings=ScanSettings(progress=False, overlays=0, **settings))
-    return evaluate_scans(result.candidates, data, split=split, n_boot=1000), result.seconds_per_slice
-
-
 def fmt(ci: Dict[str, float]) -> str:
     return f"{ci['value']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]"
 
 
+def sens(froc: dict) -> str:
+    return " / ".join(f"{v['value']:.2f}" for v in froc["sens_at_fp"].values())
+
+
 def choose_and_report(ckpt: str, task: str) -> None:
     print(f"### {task}: scan settings chosen on val, reported on test\n")
-    print("| split | candidates | stride | CPM [95% CI] | sens at 1/8 .. 8 FP per image | s/slice |")
-    print("|---|---|---|---|---|---|")
-    tried = {}
-    for refine in ("map", "cam"):
-        for stride in (8, 4):
-            froc, secs = froc_of(ckpt, task, "val", refine=refine, stride=stride)
-            tried[(refine, stride)] = froc["cpm"]["value"]
-            sens = " / ".join(f"{v['value']:.2f}" for v in froc["sens_at_fp"].values())
-            print(f"| val | {refine} | {stride} | {fmt(froc['cpm'])} | {sens} | {secs:.3f} |", flush=True)
-    best = max(tried, key=tried.get)
-    for refine, stride in sorted({best, ("map", best[1]), ("cam", best[1])}):
-        froc, secs = froc_of(ckpt, task, "test", refine=refine, stride=stride)
-        sens = " / ".join(f"{v['value']:.2f}" for v in froc["sens_at_fp"].values())
-        mark = " (chosen)" if (refine, stride) == best else ""
-        print(f"| **test** | {refine}{mark} | {stride} | {fmt(froc['cpm'])} | {sens} | {secs:.3f} |", flush=True)
-        if (refine, stride) == best:
+    best, rows = choose_scan_settings(ckpt, DATA / task, split="val")
+    print("| split | settings | CPM [95% CI] | sens at 1/8 .. 8 FP per image | s/slice |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| val | `{r['settings']}` | {fmt(r['cpm'])} | {sens(r)} | {r['seconds_per_slice']:.3f} |")
+    plain = max((r for r in rows if r["settings"]["refine"] == "map"), key=lambda r: r["cpm"]["value"])["settings"]
+    for settings in ([best, plain] if plain != best else [best]):
+        froc, secs = scan_split(ckpt, DATA / task, "test", settings)
+        mark = " (chosen)" if settings == best else " (best map peaks)"
+        print(f"| **test** | `{settings}`{mark} | {fmt(froc['cpm'])} | {sens(froc)} | {secs:.3f} |", flush=True)
+        if settings == best:
             chosen = froc
-    print(f"\nChosen on val: `refine={best[0]}`, `stride={best[1]}`. Test, chosen: sensitivity at 2 FP per image "
+    print(f"\nChosen on val: `{best}`. Test, chosen: sensitivity at 2 FP per image "
           f"{chosen['sens_at_fp']['2']['value']:.3f}; by lesion size: " +
           ", ".join(f"{r['tercile']} ({r['min_px']:.0f}-{r['max_px']:.0f} px) CPM {r['cpm']:.3f}"
                     for r in chosen["by_lesion_size"]) + ".\n")

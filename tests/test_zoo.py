@@ -23,7 +23,7 @@ def test_the_package_ships_four_verified_tags_under_10_mb() -> None:
     assert sorted(timm.list_pretrained("rensenet*")) == sorted(ENTRIES)
     assert sum((weights_dir() / e["file"]).stat().st_size for e in ENTRIES.values()) < 10e6
     for name, e in ENTRIES.items():
-        assert (REPO / e["card"]).is_file() and e["float16_max_logit_diff"] < 1e-3
+        assert (REPO / e["card"]).is_file() and e["max_logit_diff_to_float32"] < 1e-3
         assert resolve_tag(name) == weights_dir() / e["file"]
 
 
@@ -90,3 +90,17 @@ def test_the_cli_takes_a_tag_with_its_window_and_classes(tmp_path: Path, capsys)
     assert "prob_nodule" in (tmp_path / "p.csv").read_text().splitlines()[0]
     assert cli(["scan", "--model", "rensenet_s.nope", "x.png", "--out", str(tmp_path / "s")]) == 2
     assert "the package ships: rensenet_s.kidney_stone_scan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ENTRIES) if n.endswith("_scan")])
+def test_detectors_carry_the_scan_settings_chosen_on_val(name: str) -> None:
+    from rensenet.base import load_checkpoint
+    from rensenet.scanning.run import ScanSettings
+
+    path = resolve_tag(name)
+    choice = ENTRIES[name]["metrics"]["scan_choice"]
+    assert choice["chosen"] == max(choice["tried"], key=lambda r: r["cpm"]["value"])["settings"]  # the best val CPM
+    assert load_checkpoint(path)["scan"] == choice["chosen"]
+    settings = ScanSettings.for_weights(path)
+    assert all(getattr(settings, k) == v for k, v in choice["chosen"].items())
+    assert ScanSettings.for_weights(path, refine="map", stride=4).refine == "map"  # what the user gives wins

@@ -18,6 +18,9 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix  # keep .nii.gz whole
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every output private
     try:
         write(Path(tmp))
         os.replace(tmp, path)

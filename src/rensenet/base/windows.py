@@ -140,13 +140,15 @@ class WindowScorer:
         return self._score(image, extra_scale)[0]
 
     def candidates(self, image: np.ndarray, *, refine: str = DEFAULT_REFINE, radius: Optional[float] = None,
-                   max_peaks: int = DEFAULT_MAX_PEAKS, threshold: float = 0.0,
+                   max_peaks: int = DEFAULT_MAX_PEAKS, threshold: float = 0.0, cam_peaks: int = 1,
                    extra_scale: float = 1.0) -> Tuple[WindowMap, np.ndarray, List[Candidate]]:
         """(window map, per-pixel map, candidates) of a slice (C, H, W) in [0, 1].
 
         The map's peaks, ``radius`` px apart (default :func:`nms_radius`), become candidates; with
-        ``refine="cam"`` each moves to the peak of its window's heatmap, and one that lands within ``radius`` of a
-        higher candidate is dropped (several peaks of one lesion's plateau refine onto the lesion)."""
+        ``refine="cam"`` each moves to the peak of its window's heatmap. Where that lies within ``radius`` of a
+        higher candidate, the heatmap's next peak (up to ``cam_peaks`` peaks above half its maximum, scored by its
+        strength relative to the first) is taken, and where there is none the peak is dropped: the peaks of one
+        lesion's plateau refine onto the lesion, while a window over a cluster of stones can show each of them."""
         if refine not in REFINE_MODES:
             raise ValueError(f"unknown refine mode {refine!r}: use one of {REFINE_MODES}")
         wmap, x = self._score(image, extra_scale)
@@ -155,24 +157,29 @@ class WindowScorer:
         peaks = find_peaks(pixel, radius=radius, threshold=threshold, max_peaks=max_peaks)
         m, f = self.margin, wmap.factor
         mean, std = torch.tensor(self.cfg.mean, dtype=torch.float32), torch.tensor(self.cfg.std, dtype=torch.float32)
-        cams = cam_peaks(self.model, x, [(p.y * f + m, p.x * f + m) for p in peaks], window=self.window,
-                         fill=-mean / std, target_class=self.positive)
+        cams = heatmap_peaks(self.model, x, [(p.y * f + m, p.x * f + m) for p in peaks], window=self.window,
+                         fill=-mean / std, target_class=self.positive, most=cam_peaks)
         out: List[Candidate] = []
-        for p, (cy, cx, area) in zip(peaks, cams):
-            y, xx = ((cy - m) / f, (cx - m) / f) if refine == "cam" else (p.y, p.x)
-            y, xx = float(np.clip(y, 0, wmap.shape[0] - 1)), float(np.clip(xx, 0, wmap.shape[1] - 1))
-            if any((y - c.y) ** 2 + (xx - c.x) ** 2 <= radius ** 2 for c in out):
-                continue
-            out.append(Candidate(y, xx, p.score, area / f ** 2, p.y, p.x))
+        taken = lambda y, x: any((y - c.y) ** 2 + (x - c.x) ** 2 <= radius ** 2 for c in out)  # noqa: E731
+        for p, spots in zip(peaks, cams):
+            options = [((cy - m) / f, (cx - m) / f, area, rel) for cy, cx, area, rel in spots] if refine == "cam" \
+                else [(p.y, p.x, spots[0][2], 1.0)]
+            for y, xx, area, rel in options:  # the heatmap's strongest peak first; a lesion already found: the next
+                y, xx = float(np.clip(y, 0, wmap.shape[0] - 1)), float(np.clip(xx, 0, wmap.shape[1] - 1))
+                if not taken(y, xx):  # a weaker peak of the heatmap is a less certain candidate
+                    out.append(Candidate(y, xx, p.score * rel, area / f ** 2, p.y, p.x))
+                    break
         return wmap, pixel, out
 
 
-def cam_peaks(model: nn.Module, x: torch.Tensor, points: List[Tuple[float, float]], *, window: int,
-              fill: torch.Tensor, target_class: int = DEFAULT_POSITIVE_CLASS) -> List[Tuple[float, float, int]]:
-    """For each point (y, x) of the model input ``x`` (1, C, H, W), the peak (y, x) of the ``target_class`` heatmap
-    in the window centred on it (the model's default CAM method and layers, chosen on val by ``rensenet
-    explain``), and the size of the heatmap's region above half that peak (pixels). ``fill`` (C,) is the
-    normalised black used where a window leaves the input."""
+def heatmap_peaks(model: nn.Module, x: torch.Tensor, points: List[Tuple[float, float]], *, window: int,
+              fill: torch.Tensor, target_class: int = DEFAULT_POSITIVE_CLASS,
+              most: int = 1) -> List[List[Tuple[float, float, int, float]]]:
+    """For each point (y, x) of the model input ``x`` (1, C, H, W), the peaks of the ``target_class`` heatmap in the
+    window centred on it (the model's default CAM method and layers, chosen on val by ``rensenet explain``):
+    up to ``most`` local maxima above half the highest, strongest first, each as (y, x, pixels of its region above
+    half its value, its value relative to the highest). ``fill`` (C,) is the normalised black used where a window
+    leaves the input."""
     if not points:
         return []
     corners = [(int(round(py - window / 2)), int(round(px - window / 2))) for py, px in points]
@@ -182,9 +189,15 @@ def cam_peaks(model: nn.Module, x: torch.Tensor, points: List[Tuple[float, float
     cams = compute_cams(model, crops, [target_class] * len(crops))
     out = []
     for (cy, cx), cam in zip(corners, cams):
-        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        labels, _ = ndimage.label(cam >= 0.5 * cam[peak])
-        out.append((float(cy + peak[0]), float(cx + peak[1]), int((labels == labels[peak]).sum())))
+        top = float(cam.max())
+        local = (cam == ndimage.maximum_filter(cam, size=5)) & (cam >= 0.5 * top)
+        ys, xs = np.nonzero(local)
+        spots = []
+        for i in np.argsort(-cam[ys, xs], kind="stable")[:most]:
+            labels, _ = ndimage.label(cam >= 0.5 * cam[ys[i], xs[i]])
+            spots.append((float(cy + ys[i]), float(cx + xs[i]), int((labels == labels[ys[i], xs[i]]).sum()),
+                          float(cam[ys[i], xs[i]]) / max(top, 1e-12)))
+        out.append(spots or [(float(cy + window // 2), float(cx + window // 2), 0, 1.0)])
     return out
 
 

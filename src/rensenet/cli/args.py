@@ -52,8 +52,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: 
         parser.add_argument(flag, **kw)
 
 
-def config_from_args(args: argparse.Namespace, cls: Type):
-    """The config: ``--config``'s JSON, then every flag given on the command line; required fields checked."""
+def config_from_args(args: argparse.Namespace, cls: Type, *, only_given: bool = False):
+    """The config: ``--config``'s JSON, then every flag given on the command line; required fields checked.
+    ``only_given`` returns the given settings as a dict instead (for defaults that come from elsewhere)."""
     values: Dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         try:
@@ -66,6 +67,8 @@ def config_from_args(args: argparse.Namespace, cls: Type):
             raise ValueError(f"{args.config}: a config file holds one JSON object of settings")
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
+    if only_given:
+        return values
     missing = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)
                if f.metadata.get("required") and f.name not in values]
     if missing:

@@ -27,14 +27,16 @@ def run_scan(a: argparse.Namespace) -> None:
     from ..data import read_manifest, select_split
     from ..scanning.run import ScanSettings, scan
 
-    settings = config_from_args(a, ScanSettings)
+    weights = weights_of(a)
+    given = config_from_args(a, ScanSettings, only_given=True)
+    settings = ScanSettings.for_weights(weights, **given)  # the weights' val-chosen settings unless overridden
     if bool(a.inputs) == bool(a.data):
         raise ValueError("give the inputs to scan, or --data (and --split) to scan a manifest split, not both")
     inputs = a.inputs
     if a.data:
         frame = select_split(read_manifest(a.data), a.split)
         inputs = [str(Path(frame.attrs["root"]) / p) for p in frame["path"]]
-    result = scan(weights_of(a), inputs, out=a.out, settings=settings)
+    result = scan(weights, inputs, out=a.out, settings=settings)
     print(f"scanned {len(result.images) - len(result.errors)} inputs ({result.seconds_per_slice:.3f} s per slice): "
           f"{len(result.candidates)} candidates in {Path(a.out) / 'candidates.csv'}")
     if result.errors:

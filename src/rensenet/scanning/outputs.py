@@ -138,10 +138,12 @@ class ScanWriter:
             lines += [froc, ""]
         lines += ["| input | slices | candidates | top score | s/slice | status |", "|---|---|---|---|---|---|"]
         for _, r in images.iterrows():
-            lines.append(f"| {Path(str(r['path'])).name} | {r['n_slices'] if r['status'] == 'ok' else '-'} | "
-                         f"{r['n_candidates'] if r['status'] == 'ok' else '-'} | "
-                         f"{r['max_candidate_score']:.3f} | {r['seconds_per_slice']} | {r['status']} |"
-                         if r["status"] == "ok" else f"| {Path(str(r['path'])).name} | - | - | - | - | {r['status']} |")
+            name = Path(str(r["path"])).name
+            if r["status"] == "ok":
+                lines.append(f"| {name} | {r['n_slices']} | {r['n_candidates']} | {r['max_candidate_score']:.3f} | "
+                             f"{r['seconds_per_slice']:.3f} | ok |")
+            else:
+                lines.append(f"| {name} | - | - | - | - | {r['status']} |")
         if len(cands):
             lines += ["", "Top candidates:", "", "| input | slice | x | y | score | size px |" +
                       (" x, y, z mm |" if "x_mm" in cands else ""), "|---|---|---|---|---|---|" +

@@ -41,6 +41,8 @@ class ScanSettings:
         choices=REFINE_MODES))
     radius: Optional[float] = field(default=None, metadata=_opt(
         "least distance between two candidates in px (default: an eighth of the window)"))
+    cam_peaks: int = field(default=1, metadata=_opt(
+        "heatmap peaks a CAM-refined candidate may take, the strongest free one (more find clustered lesions)"))
     max_candidates: int = field(default=DEFAULT_MAX_PEAKS, metadata=_opt(
         "peaks of the probability map per slice that become candidates (fewer remain where refined onto one)"))
     min_score: float = field(default=0.0, metadata=_opt("lowest candidate score reported"))
@@ -75,6 +77,14 @@ class ScanSettings:
         if unknown:
             raise ValueError(f"unknown scan settings {unknown}")
         return cls(**values)
+
+    @classmethod
+    def for_weights(cls, checkpoint: Union[str, Path], **given: Any) -> "ScanSettings":
+        """The defaults, then the scan settings chosen on val that the weights carry (shipped weights do), then
+        ``given``."""
+        from ..base import load_checkpoint
+
+        return cls.from_dict({**(load_checkpoint(checkpoint).get("scan") or {}), **given})
 
 
 @dataclass
@@ -112,7 +122,7 @@ def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, setting
     for item in iter_slices(volume, in_chans=cfg.in_chans):
         wmap, pixel, candidates = scorer.candidates(item.image, refine=settings.refine, radius=settings.radius,
                                                     max_peaks=settings.max_candidates, threshold=settings.min_score,
-                                                    extra_scale=extra)
+                                                    cam_peaks=settings.cam_peaks, extra_scale=extra)
         if wmap.padded and item.index == 0:
             notes.append(f"{volume.name}: smaller than the model's {scorer.window}-px window; padded with black")
         for c in candidates:
@@ -138,7 +148,8 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
     its ``cfg``); with ``out``, write candidates.csv, images.csv, maps/, overlays/ and report.md there.
     ``on_progress(slices done, slices in all)`` follows the scan; ``on_volume(volume, candidate rows, map)`` gets
     each input as it finishes, its map in the slices' own orientation (what a viewer shows)."""
-    settings = settings or ScanSettings()
+    if settings is None:
+        settings = ScanSettings.for_weights(checkpoint) if checkpoint is not None else ScanSettings()
     device = resolve_device(settings.device)
     if model is None or cfg is None:
         model, cfg = load_model(checkpoint, device)

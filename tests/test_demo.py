@@ -1,0 +1,21 @@
+"""The README's first line: the demo on the embedded samples (here on the shipped weights, as it runs in seconds)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rensenet.cli.main import main as cli
+
+
+def test_the_pretrained_demo_scores_scans_and_reports(tmp_path: Path) -> None:
+    assert cli(["demo", "--pretrained", "--out", str(tmp_path / "demo")]) == 0
+    out = tmp_path / "demo"
+    report = (out / "report.md").read_text()
+    assert "## 1. Is there a nodule in this window?" in report and "## 2. Where are the stones in this slice?" in report
+    assert "rensenet_s.lidc_nodule_window" in report and "rensenet_s.kidney_stone_scan" in report
+    auc = float(re.search(r"auc\s+([0-9.]+)", report).group(1))
+    cpm = float(re.search(r"CPM ([0-9.]+)", report).group(1))
+    assert 0.5 < auc <= 1 and 0 < cpm <= 1
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert links and all((out / link).is_file() for link in links), [l for l in links if not (out / l).is_file()]
+    assert (out / "scans" / "scan" / "froc.json").is_file() and list((out / "scans" / "scan" / "overlays").glob("*.png"))
