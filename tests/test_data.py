@@ -67,7 +67,7 @@ def test_windows_by_hand() -> None:
 
 
 def test_dicom_to_hounsfield_then_window() -> None:
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom.data
     path = pydicom.data.get_testdata_file("CT_small.dcm")
     ds = pydicom.dcmread(path)
     hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -78,7 +78,7 @@ def test_dicom_to_hounsfield_then_window() -> None:
 
 
 def test_nifti_axial_slices_with_2p5d_context(tmp_path: Path) -> None:
-    nib = pytest.importorskip("nibabel")
+    import nibabel as nib
     vol = np.zeros((6, 5, 4), dtype=np.float32)  # (x, y, z), identity affine = RAS
     for z in range(4):
         vol[:, :, z] = z * 100.0

@@ -171,8 +171,8 @@ def test_cli_evaluate_and_predict(lung_small: Path, tmp_path: Path, capsys) -> N
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
 
     # predict on PNG files, a DICOM file and a NIfTI volume
-    pydicom = pytest.importorskip("pydicom")
-    nib = pytest.importorskip("nibabel")
+    import pydicom.data
+    import nibabel as nib
     vol = np.random.default_rng(0).normal(-500, 300, (40, 30, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "vol.nii.gz")
     pngs = [Path(p) for p in preds.path[:2]]

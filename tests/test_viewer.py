@@ -117,7 +117,10 @@ def test_scan_a_series_in_the_browser(server, tmp_path: Path) -> None:
         rank = sorted(rows, key=lambda r: -float(r["score"])).index(other) + 1
         page.click(f"#candidates tbody tr[data-rank='{rank}']")
         page.wait_for_function(f"document.getElementById('slice').value === '{other['slice']}'")
-        assert _pixel(page, w / 2, h / 2)[:3] == [255, 0, 255]  # centred on its marker
+        # the slider moves at once, the slice is drawn when its pixels arrive: wait for its marker at the centre
+        page.wait_for_function(f"Array.from(document.getElementById('canvas').getContext('2d')"
+                               f".getImageData({round(w / 2)}, {round(h / 2)}, 1, 1).data.slice(0, 3)).join() "
+                               "=== '255,0,255'", timeout=10000)  # centred on its marker
         assert page.inner_text("#slice-label").startswith(f"{int(other['slice']) + 1} / 5")
         # the threshold filters the list
         before = page.locator("#candidates tbody tr").count()
@@ -125,7 +128,8 @@ def test_scan_a_series_in_the_browser(server, tmp_path: Path) -> None:
         assert page.locator("#candidates tbody tr").count() < before
         # mm for candidates and the cursor: the series has geometry
         assert "LPS" in page.inner_text("#candidates tbody tr")
-        page.mouse.move(x, y)
+        box = page.locator("#canvas").bounding_box()  # the cursor on the centred candidate, in page coordinates
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         assert "mm LPS" in page.inner_text("#cursor") and "HU" in page.inner_text("#cursor")
         page.screenshot(path=str(tmp_path / "viewer.png"))
         assert (tmp_path / "viewer.png").stat().st_size > 20000 and not errors

@@ -11,8 +11,9 @@ from rensenet.data.readers import ImageReadError, apply_window
 from rensenet.data.volumes import Volume, dicom_volume, nifti_volume
 from rensenet.scanning.inputs import InputError, iter_slices, open_inputs
 
-pydicom = pytest.importorskip("pydicom")
-nib = pytest.importorskip("nibabel")
+import pydicom  # noqa: E402
+import pydicom.data  # noqa: E402
+import nibabel as nib  # noqa: E402
 CT = pydicom.data.get_testdata_file("CT_small.dcm")
 MR = pydicom.data.get_testdata_file("MR_small.dcm")
 

@@ -84,7 +84,7 @@ def test_scan_weights_score_their_card_on_test(name: str, data_root: Path, tmp_p
 
 
 def test_the_cli_takes_a_tag_with_its_window_and_classes(tmp_path: Path, capsys) -> None:
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom.data
     assert cli(["predict", "--model", "rensenet_s.lidc_nodule_window", pydicom.data.get_testdata_file("CT_small.dcm"),
                 "--out", str(tmp_path / "p.csv")]) == 0  # the lung window comes with the weights
     assert "prob_nodule" in (tmp_path / "p.csv").read_text().splitlines()[0]

@@ -108,7 +108,7 @@ def _whole_images(out: Path, epochs: int, progress: bool, tag: Optional[str] = N
                                            pos_fraction=0.25, hard_negatives=4))
     test = select_split(read_manifest(data), "test")
     inputs = [str(Path(test.attrs["root"]) / p) for p in test["path"]]
-    scanned = scan(ckpt, inputs, out=out / "scans" / "scan", settings=ScanSettings(progress=progress))
+    scanned = scan(ckpt, inputs, out=out / "scans" / "scan", settings=ScanSettings.for_weights(ckpt, progress=progress))
     froc = evaluate_scans(out / "scans" / "scan" / "candidates.csv", data, split="test", out=out / "scans" / "scan",
                           n_boot=500)
     text = format_froc(froc)

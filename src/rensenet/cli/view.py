@@ -51,7 +51,8 @@ def run(a: argparse.Namespace) -> None:
         raise ValueError(f"{root}: not a folder; give the folder whose series, volumes or images to open")
     checkpoint = weights_of(a)
     model, cfg = load_model(checkpoint)
-    settings = ScanSettings(window=a.window, allow_modality=tuple(a.allow_modality), progress=False, overlays=3)
+    settings = ScanSettings.for_weights(checkpoint, window=a.window, allow_modality=tuple(a.allow_modality),
+                                        progress=False, overlays=3)  # the weights' val-chosen settings
     app = create_app(JobRunner(model, cfg, str(checkpoint), Path(a.out), settings), root=root,
                      max_upload_mb=a.max_upload_mb)
     port = a.port or free_port(a.host)

@@ -132,9 +132,14 @@ async function setSlice(k) {
   S.slice = k; $("slice").value = k;
   $("slice-label").textContent = (k + 1) + " / " + v.n_slices;
   const base = "/api/scans/" + S.job.id + "/volumes/" + S.vol;
+  const want = base + "/" + k;
+  S.want = want; // scrolling fast: only the last slice asked for is drawn
+  let raw, map;
   try {
-    [S.raw, S.map] = await Promise.all([fetchArray(base + "/slices/" + k, Float32Array), fetchArray(base + "/maps/" + k, Uint8Array)]);
+    [raw, map] = await Promise.all([fetchArray(base + "/slices/" + k, Float32Array), fetchArray(base + "/maps/" + k, Uint8Array)]);
   } catch (e) { message(e.message, "error"); return; }
+  if (S.want !== want) return;
+  S.raw = raw; S.map = map;
   if (S.ww === null) { // scaled modality: 1st to 99th percentile of this slice
     const sorted = Array.from(S.raw).sort((a, b) => a - b);
     const lo = sorted[Math.floor(sorted.length * 0.01)], hi = sorted[Math.floor(sorted.length * 0.99)];
