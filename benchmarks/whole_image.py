@@ -7,8 +7,9 @@ For each checkpoint (trained on the train split of its task, benchmarks/train_zo
 1. Scan settings chosen on val (``rensenet.benchmark.scans``): candidates at the probability map's peak or
    CAM-refined with one or three heatmap peaks, at stride 4 or 8; the chosen ones and the best map peaks are
    reported on test (CPM with its patient-bootstrap interval, sensitivity at each rate).
-2. Dense evaluation against exact tiling on the test slices, at the same stride: seconds per slice of each, the
-   difference of the window probabilities, and the CPM of each.
+2. Dense evaluation against exact tiling (``WindowScorer(exact=True)``, ``rensenet scan --exact``) on the test
+   slices, at the same stride: seconds per slice of each, the difference of the window probabilities, and the CPM
+   of each, with map peaks and with the weights' own (CAM-refined) settings.
 3. A 300-slice 512 x 512 NIfTI volume scanned by ``rensenet scan`` in a child process: seconds and peak memory.
 """
 from __future__ import annotations
@@ -22,33 +23,22 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from rensenet.base import load_model, resolve_device
-from rensenet.base.predict import tiled_window_logits
-from rensenet.base.windows import WindowMap, WindowScorer
+from rensenet.base.windows import WindowScorer
 from rensenet.benchmark.processes import machine_description, run_child
 from rensenet.benchmark.scans import choose_scan_settings, scan_split
 from rensenet.data import read_manifest, select_split
 from rensenet.evaluation.scans import evaluate_scans
 from rensenet.models import optimize_for_inference
+from rensenet.scanning.run import ScanSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-class TiledScorer(WindowScorer):
-    """The same scorer with every window classified on its own: the exact reference."""
-
-    @torch.no_grad()
-    def __call__(self, image: np.ndarray, extra_scale: float = 1.0) -> WindowMap:
-        x, factor, model_shape = self.prepare(image, extra_scale)
-        logits = tiled_window_logits(self.model, x, window=self.window, stride=self.stride, device=self.device)
-        probs = torch.softmax(logits, dim=1)[0, self.positive].numpy()
-        return WindowMap(probs, self.window, self.stride, factor, tuple(image.shape[-2:]), model_shape)
 
 
 def paths(task: str, split: str) -> Tuple[List[str], Path]:
@@ -84,42 +74,44 @@ def choose_and_report(ckpt: str, task: str) -> None:
                     for r in chosen["by_lesion_size"]) + ".\n")
 
 
-def dense_vs_tiled(ckpt: str, task: str, limit: int) -> None:
+def dense_vs_tiled(ckpt: str, task: str, limit: Optional[int]) -> None:
+    """Map peaks of the dense map and of exact tiling at strides 8 and 4 (the window scores compared), then the
+    shipped settings (CAM-refined) on both maps: what the context a dense window sees costs a scan."""
     model, cfg = load_model(ckpt)
     fast = optimize_for_inference(copy.deepcopy(model))
     inputs, data = paths(task, "test")
     inputs = inputs[:limit]
+    shipped = ScanSettings.for_weights(ckpt)
     print(f"### {task}: dense evaluation against exact tiling ({len(inputs)} test slices)\n")
-    print("| stride | dense s/slice | tiled s/slice | speed-up | mean abs prob diff | max | correlation | "
+    print("| candidates | stride | dense s/slice | tiled s/slice | speed-up | mean abs prob diff | max | correlation | "
           "CPM dense | CPM tiled |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     from rensenet.data.volumes import image_volume
 
-    for stride in (8, 4):
+    runs = [("map peaks", 8, dict(refine="map")), ("map peaks", 4, dict(refine="map")),
+            (f"shipped: CAM, {shipped.cam_peaks} peak(s)", shipped.stride,
+             dict(refine=shipped.refine, cam_peaks=shipped.cam_peaks))]
+    for label, stride, how in runs:
         rows = {}
-        diffs, corr = [], []
-        for name, cls in (("dense", WindowScorer), ("tiled", TiledScorer)):
-            scorer = cls(fast, cfg, stride=stride, device=resolve_device("cpu"))
+        for name, exact in (("dense", False), ("tiled", True)):
+            scorer = WindowScorer(fast, cfg, stride=stride, device=resolve_device("cpu"), exact=exact)
             cands, maps, secs = [], [], 0.0
             for p in inputs:
                 image = image_volume(p).read(0)[None]
                 t = time.perf_counter()
-                wmap, _, peaks = scorer.candidates(image, max_peaks=20)
+                wmap, _, peaks = scorer.candidates(image, **how)
                 secs += time.perf_counter() - t
                 maps.append(wmap.probs)
                 cands += [{"path": p, "x": pk.x, "y": pk.y, "score": pk.score} for pk in peaks]
-            froc = evaluate_scans(pd.DataFrame(cands), data, split="test", n_boot=10) if len(inputs) > 20 else None
-            rows[name] = (secs / len(inputs), maps, froc)
-        for a, b in zip(rows["dense"][1], rows["tiled"][1]):
-            diffs.append(np.abs(a - b))
-            corr.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+            froc = evaluate_scans(pd.DataFrame(cands), data, split="test", n_boot=10)
+            rows[name] = (secs / len(inputs), maps, froc["cpm"]["value"])
         d, t = rows["dense"], rows["tiled"]
-        allabs = np.concatenate([x.ravel() for x in diffs])
-        cpm_d = f"{d[2]['cpm']['value']:.3f}" if d[2] else "-"
-        cpm_t = f"{t[2]['cpm']['value']:.3f}" if t[2] else "-"
-        print(f"| {stride} | {d[0]:.3f} | {t[0]:.3f} | {t[0] / d[0]:.0f}x | {allabs.mean():.4f} | {allabs.max():.3f} | "
-              f"{np.mean(corr):.3f} | {cpm_d} | {cpm_t} |", flush=True)
-    print("\n(Plain map peaks, no CAM refinement, in both: the comparison is of the window scores.)\n")
+        diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(d[1], t[1])])
+        corr = np.mean([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(d[1], t[1])])
+        print(f"| {label} | {stride} | {d[0]:.3f} | {t[0]:.3f} | {t[0] / d[0]:.0f}x | {diffs.mean():.4f} | "
+              f"{diffs.max():.3f} | {corr:.3f} | {d[2]:.3f} | {t[2]:.3f} |", flush=True)
+    print("\n(Seconds per slice: the window map, its peaks and the heatmaps of the candidates' windows, in this "
+          "process; `rensenet scan` adds reading and writing.)\n")
 
 
 def volume_speed(ckpt: str, slices: int, size: int) -> None:
@@ -143,7 +135,10 @@ def main() -> None:
     ap.add_argument("--kidney", help="checkpoint trained on kidney-stone-scans")
     ap.add_argument("--lung", help="checkpoint trained on lung-nodule-scans")
     ap.add_argument("--volume-slices", type=int, default=300)
-    ap.add_argument("--tiled-slices", type=int, default=53, help="test slices for the dense vs tiled comparison")
+    ap.add_argument("--tiled-slices", type=int, default=None,
+                    help="test slices for the dense vs tiled comparison (default: all; FROC counts the rest as missed)")
+    ap.add_argument("--parts", nargs="+", default=["choose", "dense", "volume"], choices=["choose", "dense", "volume"],
+                    help="which tables to print (all by default)")
     a = ap.parse_args()
     print(f"# Whole-image detection ({date.today().isoformat()})\n")
     print(f"Machine: {machine_description(cpu=True)}, {torch.get_num_threads()} threads. Command: "
@@ -154,9 +149,11 @@ def main() -> None:
                 "model", "patch_size", "epochs", "windows_per_image", "pos_fraction", "hard_negatives",
                 "hard_fraction", "lr", "seed")})
             print(f"## {task}\n\nCheckpoint `{ckpt}`: {cfg}\n")
-            choose_and_report(ckpt, task)
-            dense_vs_tiled(ckpt, task, a.tiled_slices if task.startswith("kidney") else 64)
-    if a.kidney:
+            if "choose" in a.parts:
+                choose_and_report(ckpt, task)
+            if "dense" in a.parts:
+                dense_vs_tiled(ckpt, task, a.tiled_slices)
+    if a.kidney and "volume" in a.parts:
         volume_speed(a.kidney, a.volume_slices, 512)
 
 

@@ -106,6 +106,9 @@ def test_dense_window_scores_follow_exact_tiling_on_real_slices(kidney_model: Pa
         assert dense.shape == tiled.shape == ((320 - 64) // 8 + 1, (391 - 64) // 8 + 1)
         assert np.corrcoef(dense.ravel(), tiled.ravel())[0, 1] > 0.8
         assert np.median(np.abs(dense - tiled)) < 0.1
+        if i == 0:  # `scan --exact` scores with the tiles themselves
+            exact = WindowScorer(fast, cfg, stride=8, margin=0, exact=True)(image[None]).probs
+            assert np.allclose(exact, tiled, atol=1e-6) and not np.allclose(exact, dense, atol=1e-2)
 
 
 def test_scan_of_a_manifest_split_writes_everything_and_scores_its_froc(kidney_model: Path, kidney_scans: Path,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,29 @@ def test_slices_stream_with_their_neighbours_for_2p5d_models() -> None:
     assert sorted(reads) == [0, 1, 2, 3, 4]  # every slice read once, at most three held at a time
     image = Volume("i", "image", 1, (4, 4), read)
     assert [item.image.shape for item in iter_slices(image, in_chans=3)] == [(3, 4, 4)]  # a 2D image repeated
+
+def test_a_gzipped_nifti_is_unpacked_once_and_its_temporary_file_removed(tmp_path: Path, monkeypatch) -> None:
+    """gzip cannot seek, so a .nii.gz is unpacked into a temporary file that slices are read from (the volume is
+    never held whole in memory); the file goes with the volume, and a damaged stream is one line."""
+    import gc
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    data = np.random.default_rng(0).integers(-1000, 1000, (7, 8, 5)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "v.nii.gz")
+    volume = nifti_volume(tmp_path / "v.nii.gz", window=(2000.0, 0.0), plane="axial")
+    assert len(list((tmp_path / "t").iterdir())) == 1
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "v.nii")
+    plain = nifti_volume(tmp_path / "v.nii", window=(2000.0, 0.0), plane="axial")
+    # read as from the file itself; identity affine = RAS, shown as radiologists do: both axes flipped
+    for k in range(5):
+        assert np.array_equal(volume.read_raw(k), plain.read_raw(k))
+    assert np.array_equal(volume.read_raw(3), data[::-1, ::-1, 3].T)
+    del volume
+    gc.collect()
+    assert list((tmp_path / "t").iterdir()) == []
+    whole = (tmp_path / "v.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ImageReadError, match=r"cut.nii.gz: .*(damaged|not a readable)"):
+        nifti_volume(tmp_path / "cut.nii.gz", window=(2000.0, 0.0))
+    assert list((tmp_path / "t").iterdir()) == []

@@ -21,6 +21,7 @@ from scipy import ndimage
 from ..models.dense import dense_window_logits
 from .cam import compute_cams
 from .config import TrainConfig
+from .predict import tiled_window_logits
 
 #: Defaults of whole-image scanning, chosen on the val splits of the whole-image tasks (docs/scan.md).
 DEFAULT_STRIDE = 8
@@ -103,16 +104,21 @@ class WindowScorer:
     The slice is surrounded by ``margin`` pixels of black (default half a window), so that every pixel is covered
     by as many windows as any other: without it, pixels near an edge are covered by fewer windows, and a lesion's
     plateau on the map runs out to the edge (on kidney-stone-scans val, map peaks scored CPM 0.35 without the
-    margin and 0.43 with it, CAM-refined 0.59 and 0.74)."""
+    margin and 0.43 with it, CAM-refined 0.59 and 0.74).
+
+    ``exact=True`` classifies every window on its own (exact tiling) instead: 4-33x slower (more on larger slices), and the map a window
+    classifier was trained for. The dense map's windows also see the context a tile's zero padding hides, so a
+    lesion just outside a window raises its score (benchmarks/WHOLE_IMAGE.md measures what that costs)."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, stride: int = DEFAULT_STRIDE,
                  device: torch.device = torch.device("cpu"), positive: int = DEFAULT_POSITIVE_CLASS,
-                 margin: Optional[int] = None) -> None:
+                 margin: Optional[int] = None, exact: bool = False) -> None:
         if cfg.img_size is None or cfg.mean is None or cfg.std is None:
             raise ValueError("the checkpoint's config has no img_size/mean/std: it was not written by `rensenet train`")
         self.model, self.cfg, self.stride, self.device, self.positive = model.eval(), cfg, stride, device, positive
         self.window = int(cfg.img_size)
         self.margin = self.window // 2 if margin is None else margin  # model pixels of black on every side
+        self.exact = exact  # every window classified on its own, with its own zero padding, as in training
 
     def prepare(self, image: np.ndarray, extra_scale: float = 1.0) -> Tuple[torch.Tensor, float, Tuple[int, int]]:
         """(model input (1, C, H', W'), the resampling factor, the resampled size before padding) of a slice
@@ -131,8 +137,11 @@ class WindowScorer:
 
     def _score(self, image: np.ndarray, extra_scale: float) -> Tuple[WindowMap, torch.Tensor]:
         x, factor, model_shape = self.prepare(image, extra_scale)
-        with torch.no_grad():
-            logits = dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride)
+        if self.exact:
+            logits = tiled_window_logits(self.model, x, window=self.window, stride=self.stride, device=self.device)
+        else:
+            with torch.no_grad():
+                logits = dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride)
         probs = torch.softmax(logits.float(), dim=1)[0, self.positive].cpu().numpy()
         return WindowMap(probs, self.window, self.stride, factor, tuple(image.shape[-2:]), model_shape, self.margin), x
 
@@ -186,7 +195,7 @@ def heatmap_peaks(model: nn.Module, x: torch.Tensor, points: List[Tuple[float, f
     f = fill.to(x)[None, :, None, None]
     padded = F.pad(x - f, (window, window, window, window)) + f
     crops = torch.cat([padded[..., y + window:y + 2 * window, c + window:c + 2 * window] for y, c in corners])
-    cams = compute_cams(model, crops, [target_class] * len(crops))
+    cams = compute_cams(model, crops, [target_class] * len(crops), batch_size=64)  # one batch per slice
     out = []
     for (cy, cx), cam in zip(corners, cams):
         top = float(cam.max())

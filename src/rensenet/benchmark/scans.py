@@ -3,6 +3,7 @@ peaks) and the stride, by the val CPM of ``rensenet scan``; what the shipped det
 benchmark reports."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
@@ -32,6 +33,6 @@ def choose_scan_settings(weights: Union[str, Path], data: Union[str, Path], *, s
         froc, seconds = scan_split(weights, data, split, settings, n_boot=200)
         rows.append({"settings": settings, "cpm": froc["cpm"], "sens_at_fp": froc["sens_at_fp"],
                      "seconds_per_slice": seconds})
-        print(f"  {split} {settings}: CPM {froc['cpm']['value']:.3f}", flush=True)
+        print(f"  {split} {settings}: CPM {froc['cpm']['value']:.3f}", file=sys.stderr, flush=True)  # progress
     best = max(rows, key=lambda r: r["cpm"]["value"])
     return dict(best["settings"]), rows

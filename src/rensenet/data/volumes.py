@@ -7,6 +7,8 @@ volume, never windowed as if they held Hounsfield units.
 """
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -249,11 +251,13 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
     src_axis = {int(t): (i, int(f)) for i, (t, f) in enumerate(to_display)}  # display axis -> (source axis, flip)
     n_slices = shape[src_axis[2][0]]
 
+    unpacked = None
+    if str(path).lower().endswith(".gz"):
+        # gzip cannot seek: unpack once into a temporary file (removed with the volume) that slices are read from,
+        # so that the volume is never held whole
+        unpacked = _gunzip_to_temp(path)
+        img = nib.load(unpacked, mmap=False)
     proxy = img.dataobj
-    stored = None
-    if str(path).lower().endswith(".gz") and hasattr(proxy, "get_unscaled"):
-        # gzip cannot seek: read the volume once, as stored (int16: 157 MB for 300 x 512 x 512), scale per slice
-        stored, slope, inter = np.asanyarray(proxy.get_unscaled()), float(proxy.slope), float(proxy.inter)
 
     def read_raw(k: int) -> np.ndarray:
         axis, flip = src_axis[2]
@@ -261,8 +265,7 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
         index[axis] = k if flip == 1 else shape[axis] - 1 - k
         at = tuple(index) + ((0,) if len(img.shape) == 4 else ())
         try:
-            plane_data = (stored[at].astype(np.float32) * slope + inter if stored is not None
-                          else np.asarray(proxy[at], np.float32))
+            plane_data = np.asarray(proxy[at], np.float32)
         except Exception as e:
             raise ImageReadError(f"{path}: slice {k} not readable ({type(e).__name__}: {e})") from None
         kept = [a for a in range(3) if a != axis]  # source axes left, in order
@@ -279,8 +282,34 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
     geometry = Geometry("RAS", origins, display_affine[:3, 1].copy(), display_affine[:3, 0].copy())
     h, w = shape[src_axis[1][0]], shape[src_axis[0][0]]
     back = ornt_transform(axcodes2ornt(PLANES[plane]), source)
-    return Volume(str(path), "nifti", n_slices, (h, w), read, geometry=geometry, window=window, plane=plane,
-                  affine=img.affine, to_source=back, modality="CT", read_raw=read_raw, units="HU")
+    volume = Volume(str(path), "nifti", n_slices, (h, w), read, geometry=geometry, window=window, plane=plane,
+                    affine=img.affine, to_source=back, modality="CT", read_raw=read_raw, units="HU")
+    if unpacked is not None:
+        weakref.finalize(volume, _remove, unpacked)
+    return volume
+
+
+def _gunzip_to_temp(path: PathLike) -> str:
+    import gzip
+    import shutil
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="rensenet-", suffix=".nii")
+    try:
+        with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+    except (OSError, EOFError) as e:
+        _remove(name)
+        raise ImageReadError(f"{path}: the gzip stream is damaged ({type(e).__name__}: {e}); re-export the "
+                             "volume") from None
+    return name
+
+
+def _remove(name: str) -> None:
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
 
 
 def display_to_source(volume: Volume, data: np.ndarray) -> np.ndarray:

@@ -43,6 +43,8 @@ class ScanSettings:
         "least distance between two candidates in px (default: an eighth of the window)"))
     cam_peaks: int = field(default=1, metadata=_opt(
         "heatmap peaks a CAM-refined candidate may take, the strongest free one (more find clustered lesions)"))
+    exact: bool = field(default=False, metadata=_opt(
+        "classify every window on its own (exact tiling, 4-33x slower) instead of the dense map"))
     max_candidates: int = field(default=DEFAULT_MAX_PEAKS, metadata=_opt(
         "peaks of the probability map per slice that become candidates (fewer remain where refined onto one)"))
     min_score: float = field(default=0.0, metadata=_opt("lowest candidate score reported"))
@@ -154,7 +156,7 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
     if model is None or cfg is None:
         model, cfg = load_model(checkpoint, device)
     fast = optimize_for_inference(copy.deepcopy(model).to(device))  # BN folded, channels-last: same scores
-    scorer = WindowScorer(fast, cfg, stride=settings.stride, device=device)
+    scorer = WindowScorer(fast, cfg, stride=settings.stride, device=device, exact=settings.exact)
     settings.radius = settings.radius or nms_radius(cfg.native_size or cfg.img_size)  # original pixels
     volumes = open_inputs(inputs, window=settings.window or cfg.window, allow_modality=settings.allow_modality,
                           plane=settings.plane)
