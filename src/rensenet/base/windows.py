@@ -106,9 +106,10 @@ class WindowScorer:
     plateau on the map runs out to the edge (on kidney-stone-scans val, map peaks scored CPM 0.35 without the
     margin and 0.43 with it, CAM-refined 0.59 and 0.74).
 
-    ``exact=True`` classifies every window on its own (exact tiling) instead: 4-33x slower (more on larger slices), and the map a window
-    classifier was trained for. The dense map's windows also see the context a tile's zero padding hides, so a
-    lesion just outside a window raises its score (benchmarks/WHOLE_IMAGE.md measures what that costs)."""
+    ``exact=True`` classifies every window on its own (exact tiling) instead: 4-33x slower (more on larger
+    slices), and the map a window classifier was trained for. The dense map's windows also see the context a
+    tile's zero padding hides, so a lesion just outside a window raises its score (benchmarks/WHOLE_IMAGE.md
+    measures what that costs)."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, stride: int = DEFAULT_STRIDE,
                  device: torch.device = torch.device("cpu"), positive: int = DEFAULT_POSITIVE_CLASS,
