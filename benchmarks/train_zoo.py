@@ -139,11 +139,9 @@ def _test_images(task: str, cfg) -> torch.Tensor:
 def score(tag: str, path: Path) -> Dict[str, Any]:
     """Test metrics with the package's commands: windows AUC (evaluate) and heatmaps (explain) on the window task;
     for a scan detector also the FROC of ``rensenet scan`` on the whole test images."""
+    from rensenet.benchmark.scans import scan_split
     from rensenet.evaluation.report import evaluate
-    from rensenet.evaluation.scans import evaluate_scans
     from rensenet.explanation import explain_model
-    from rensenet.scanning.run import ScanSettings, scan
-    from rensenet.data import read_manifest, select_split
 
     recipe = RECIPES[tag]
     windows_task = recipe.get("windows_task", recipe["task"])
@@ -156,13 +154,10 @@ def score(tag: str, path: Path) -> Dict[str, Any]:
                      "chance_pointing_game": loc["chance"]["pointing_game"], "method": loc["method"],
                      "target_layers": loc["target_layers"]}}
     if "windows_task" in recipe:
-        frame = select_split(read_manifest(DATA / recipe["task"]), "test")
-        result = scan(path, [str(Path(frame.attrs["root"]) / p) for p in frame["path"]],
-                      settings=ScanSettings.for_weights(path, progress=False, overlays=0))
-        froc = evaluate_scans(result.candidates, DATA / recipe["task"], split="test", n_boot=1000)
+        froc, seconds = scan_split(path, DATA / recipe["task"], "test", {}, n_boot=1000)  # its own settings
         out["scans"] = {"task": recipe["task"], "cpm": froc["cpm"], "sens_at_fp": froc["sens_at_fp"],
                         "n_images": froc["n_images"], "n_lesions": froc["n_lesions"],
-                        "by_lesion_size": froc["by_lesion_size"], "seconds_per_slice": result.seconds_per_slice}
+                        "by_lesion_size": froc["by_lesion_size"], "seconds_per_slice": seconds}
     return out
 
 

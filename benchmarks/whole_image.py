@@ -33,7 +33,7 @@ from rensenet.base import load_model, resolve_device
 from rensenet.base.windows import WindowScorer
 from rensenet.benchmark.processes import machine_description, run_child
 from rensenet.benchmark.scans import choose_scan_settings, scan_split
-from rensenet.data import read_manifest, select_split
+from rensenet.data import image_paths, read_manifest, select_split
 from rensenet.evaluation.scans import evaluate_scans
 from rensenet.models import optimize_for_inference
 from rensenet.scanning.run import ScanSettings
@@ -42,8 +42,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def paths(task: str, split: str) -> Tuple[List[str], Path]:
-    frame = select_split(read_manifest(DATA / task), split)
-    return [str(Path(frame.attrs["root"]) / p) for p in frame["path"]], DATA / task
+    return image_paths(select_split(read_manifest(DATA / task), split)), DATA / task
 
 
 def fmt(ci: Dict[str, float]) -> str:

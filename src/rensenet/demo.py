@@ -96,7 +96,7 @@ def _windows(out: Path, epochs: int, progress: bool, tag: Optional[str] = None) 
 
 def _whole_images(out: Path, epochs: int, progress: bool, tag: Optional[str] = None) -> list:
     from .cli.scan import _add_to_report
-    from .data import read_manifest, select_split
+    from .data import image_paths, read_manifest, select_split
     from .evaluation.scans import evaluate_scans, format_froc
     from .scanning.run import ScanSettings, scan
 
@@ -107,7 +107,7 @@ def _whole_images(out: Path, epochs: int, progress: bool, tag: Optional[str] = N
                                            progress=progress, patch_size=64, windows_per_image=16,
                                            pos_fraction=0.25, hard_negatives=4))
     test = select_split(read_manifest(data), "test")
-    inputs = [str(Path(test.attrs["root"]) / p) for p in test["path"]]
+    inputs = image_paths(test)
     scanned = scan(ckpt, inputs, out=out / "scans" / "scan", settings=ScanSettings.for_weights(ckpt, progress=progress))
     froc = evaluate_scans(out / "scans" / "scan" / "candidates.csv", data, split="test", out=out / "scans" / "scan",
                           n_boot=500)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-from ..data import read_manifest, select_split
+from ..data import image_paths, read_manifest, select_split
 from ..evaluation.scans import evaluate_scans
 from ..scanning.run import ScanSettings, scan
 
@@ -18,10 +18,10 @@ GRID: List[Dict[str, Any]] = [dict(refine="map", stride=s) for s in (8, 4)] + \
 
 def scan_split(weights: Union[str, Path], data: Union[str, Path], split: str, settings: Dict[str, Any],
                n_boot: int = 1000) -> Tuple[Dict[str, Any], float]:
-    """(FROC of ``evaluate-scans``, seconds per slice) of scanning every image of a manifest split."""
-    frame = select_split(read_manifest(data), split)
-    inputs = [str(Path(frame.attrs["root"]) / p) for p in frame["path"]]
-    result = scan(weights, inputs, settings=ScanSettings(progress=False, overlays=0, **settings))
+    """(FROC of ``evaluate-scans``, seconds per slice) of scanning every image of a manifest split with the
+    weights' own scan settings, overridden by ``settings``."""
+    inputs = image_paths(select_split(read_manifest(data), split))
+    result = scan(weights, inputs, settings=ScanSettings.for_weights(weights, progress=False, overlays=0, **settings))
     return evaluate_scans(result.candidates, data, split=split, n_boot=n_boot), result.seconds_per_slice
 
 

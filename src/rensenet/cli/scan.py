@@ -24,7 +24,7 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
 
 
 def run_scan(a: argparse.Namespace) -> None:
-    from ..data import read_manifest, select_split
+    from ..data import image_paths, read_manifest, select_split
     from ..scanning.run import ScanSettings, scan
 
     weights = weights_of(a)
@@ -35,7 +35,7 @@ def run_scan(a: argparse.Namespace) -> None:
     inputs = a.inputs
     if a.data:
         frame = select_split(read_manifest(a.data), a.split)
-        inputs = [str(Path(frame.attrs["root"]) / p) for p in frame["path"]]
+        inputs = image_paths(frame)
     result = scan(weights, inputs, out=a.out, settings=settings)
     print(f"scanned {len(result.images) - len(result.errors)} inputs ({result.seconds_per_slice:.3f} s per slice): "
           f"{len(result.candidates)} candidates in {Path(a.out) / 'candidates.csv'}")

@@ -208,6 +208,11 @@ def select_split(df: pd.DataFrame, split: str) -> pd.DataFrame:
     return out
 
 
+def image_paths(df: pd.DataFrame) -> List[str]:
+    """The image files of a manifest (or of a split of it), resolved against its root: what ``scan`` is given."""
+    return [str(Path(df.attrs["root"]) / p) for p in df["path"]]
+
+
 def parse_boxes(bbox: str) -> List[tuple]:
     """``"x0 y0 x1 y1; ..."`` (x1, y1 exclusive) -> list of int tuples."""
     boxes = []
