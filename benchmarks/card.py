@@ -14,6 +14,7 @@ def write_card(path: Path, e: Dict[str, Any], recipe: Dict[str, Any]) -> Path:
     m, scan = e["metrics"], e["metrics"].get("scans")
     w, h = m["windows"], m["heatmaps"]
     scale = f" at {e['scale']:g}x" if e["scale"] != 1 else ""
+    context = recipe["train"].get("context", 0)
     window = e["window"] or "unknown (the source images came windowed): DICOM and NIfTI inputs need --window"
     lines = [
         f"# `{name}`", "",
@@ -33,7 +34,10 @@ def write_card(path: Path, e: Dict[str, Any], recipe: Dict[str, Any]) -> Path:
         f"{e['trained_on']}, {e['date']}). The paper's recipe: SGD, momentum 0.9, lr 0.01, weight decay 1e-4, cosine "
         "schedule, batch 32, flips and lesion-safe shifts; three-head loss 1.0 / 0.3 / 0.3."
         + (" Whole images: windows sampled on the fly, hard negatives mined after each epoch, best.pt by val CPM."
-           if scan else ""), "",
+           if scan else "")
+        + (f" Each window seen with {context} px of context (only its cells pooled, no lesion-safe shift): the "
+           "dense map of `rensenet scan` is what was trained; a bare window (timm's `input_size`) scores without "
+           "that context." if context else ""), "",
         f"Inputs: {e['input_size'][0]} channel, {e['input_size'][1]} px windows{scale}, normalised with mean "
         f"{e['mean'][0]:.4f} and std {e['std'][0]:.4f} of [0, 1] pixels; classes {e['label_names']}; CT window "
         f"{window}.", "",

@@ -36,10 +36,10 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "kidney_stone_window": dict(task="kidney-stone-ct", train={"epochs": 12}, window=None, source=TEZ,
                                 description="Is there a kidney stone in this 64 x 64 coronal CT window?"),
     "kidney_stone_scan": dict(task="kidney-stone-scans", windows_task="kidney-stone-ct", window=None, source=TEZ,
-                              train={"patch_size": 64, "epochs": 16, "hard_negatives": 4},
+                              train={"patch_size": 64, "context": 32, "epochs": 16, "hard_negatives": 4},
                               description="Kidney-stone detector for whole coronal CT slices (rensenet scan)."),
     "lidc_nodule_scan": dict(task="lung-nodule-scans", windows_task="lung-nodule-ct", window="lung", source=LIDC,
-                             train={"patch_size": 48, "epochs": 16, "hard_negatives": 4},
+                             train={"patch_size": 48, "context": 16, "epochs": 16, "hard_negatives": 4},
                              description="Lung-nodule detector for whole axial CT views, lung window (rensenet scan)."),
 }
 ARCH = "rensenet_s"
@@ -171,11 +171,12 @@ def main() -> None:
     a = ap.parse_args()
     tags = sorted(RECIPES) if a.tags == ["all"] else a.tags
     zoo_path = WEIGHTS / "zoo.json"
-    zoo = {e["tag"]: e for e in (json.loads(zoo_path.read_text()) if zoo_path.exists() else [])}
     for tag in tags:
         if not a.package_only:
             train(tag, a.threads)
         entry = package(tag, a.threads)
+        # read just before writing: another tag may be packaged by a second process at the same time
+        zoo = {e["tag"]: e for e in (json.loads(zoo_path.read_text()) if zoo_path.exists() else [])}
         zoo[tag] = entry
         zoo_path.write_text(json.dumps([zoo[t] for t in sorted(zoo)], indent=1) + "\n")
         write_card(CARDS / f"{ARCH}.{tag}.md", entry, RECIPES[tag])

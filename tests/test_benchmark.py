@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
+import torch
 import yaml
 from PIL import Image
 
@@ -271,3 +272,49 @@ def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\['b'\] not in the config's models"):
         units(cfg, only_models=["b"])
     assert units(cfg) == [("t", "a")]
+
+
+def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``kind: scans`` on the embedded kidney sample: the learning rate chosen on val CPM, each seed scored by a
+    child ``rensenet scan`` (the record's CPM is the FROC of its candidates), the cost of scanning recorded, a
+    finished benchmark not run again, and the report with every model's FROC curve."""
+    from PIL import Image as PILImage
+
+    from rensenet.benchmark import SCAN_RECORD_FIELDS
+    from rensenet.benchmark.cost import gflops
+    from rensenet.evaluation.scans import evaluate_scans
+
+    sample = Path(rensenet.__file__).parent / "data" / "sample"
+    config = {"kind": "scans", "data_root": str(sample), "out": "runs", "results": "scans.json",
+              "report": "report/SCANS.md", "seeds": [0], "epochs": 1, "n_boot": 20,
+              "train": {"batch_size": 16, "windows_per_image": 2, "hard_negatives": 1},
+              "sweep": {"lr": [0.001, 0.01]}, "tasks": {"kidney-stone-scans": {"patch_size": 64, "context": 16}},
+              "models": {"rensenet_s": {"model": "rensenet_s"},
+                         "rensenet_s-no-ecm": {"model": "rensenet_s", "model_kwargs": {"ecm": False}, "sweep": {"lr": [0.01]}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    assert cli(["benchmark", "--config", "s.yaml"]) == 0
+    records = {r["model"]: r for r in json.loads(Path("scans.json").read_text())}
+    assert sorted(records) == ["rensenet_s", "rensenet_s-no-ecm"]
+    for name, r in records.items():
+        assert set(SCAN_RECORD_FIELDS) <= set(r) and r["epochs"] == 1 and r["context"] == 16
+        assert list(r["sens_at_fp"]) == ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
+        assert r["cpm"] == pytest.approx(np.mean(list(r["sens_at_fp"].values())))  # CPM: the mean of the 7
+        scan = Path("runs") / "kidney-stone-scans" / name / "seed0" / "scan"
+        again = evaluate_scans(scan / "candidates.csv", sample / "kidney-stone-scans", split="test", n_boot=20)
+        assert r["cpm"] == pytest.approx(again["cpm"]["value"])
+        window = gflops(timm.create_model("rensenet_s", num_classes=2, in_chans=1), torch.zeros(1, 1, 64, 64))
+        assert r["gflops_per_slice"] > 10 * window and r["peak_mem_mb"] > 100 and r["seconds_per_slice"] > 0
+    tried = records["rensenet_s"]["sweep"]["tried"]
+    assert [t["options"]["lr"] for t in tried] == [0.001, 0.01]
+    assert records["rensenet_s"]["lr"] == max(tried, key=lambda t: t["val_cpm"])["options"]["lr"]
+    assert "sweep" not in records["rensenet_s-no-ecm"] and records["rensenet_s-no-ecm"]["lr"] == 0.01
+    report = Path("report/SCANS.md").read_text()
+    assert "### kidney-stone-scans" in report and "| rensenet_s | 1 |" in report and "val CPM" in report
+    assert PILImage.open("report/froc_kidney-stone-scans.png").size[0] > 300
+    stamp = Path("scans.json").stat().st_mtime_ns, sorted(p.stat().st_mtime_ns for p in Path("runs").rglob("best.pt"))
+    assert cli(["benchmark", "--config", "s.yaml", "--no-report"]) == 0  # finished: nothing trains or scans again
+    assert sorted(p.stat().st_mtime_ns for p in Path("runs").rglob("best.pt")) == stamp[1]
+    capsys.readouterr()
+    assert cli(["benchmark", "--config", "s.yaml", "--costs-only"]) == 2
+    assert "carries its cost from its own scan" in capsys.readouterr().err

@@ -210,3 +210,25 @@ def test_transforms_keep_mask_aligned_and_normalise() -> None:
         assert set(out["image"].unique().tolist()) == {-2.0, 2.0}
     resized = build_transforms(img_size=(40, 40), mean=[0.0], std=[1.0])(_lesion_sample(5, 6))
     assert resized["image"].shape == (1, 40, 40) and int(resized["mask"].sum()) == 24  # nearest for masks
+
+
+def test_window_with_context_by_hand() -> None:
+    """A window sampled with 16 px of context: the sample is 16 px larger on every side, the window sits in its
+    middle, black fills what lies beyond the image, and the mask holds only the positive window's lesion."""
+    from rensenet.data.windows import Window, WindowDataset
+
+    image = np.arange(100 * 120, dtype=np.float32).reshape(100, 120) / 12000
+    mask = np.zeros((100, 120), bool)
+    mask[20:24, 30:34] = True  # in the window
+    mask[2:4, 2:4] = True  # in the context only
+    windows = [Window(0, 10, 20, 1), Window(0, 60, 80, 0)]
+    ds = WindowDataset([image], [mask], windows, size=32, context=16)
+    pos, neg = ds[0], ds[1]
+    assert pos["image"].shape == (1, 64, 64) and neg["image"].shape == (1, 64, 64)
+    assert torch.equal(pos["image"][0, 16:48, 16:48], torch.from_numpy(image[10:42, 20:52]))
+    assert torch.equal(pos["image"][0, :16, 16:48], torch.from_numpy(np.pad(image, ((6, 0), (0, 0)))[:16, 20:52]))
+    assert torch.equal(pos["image"][0, 0, :], torch.zeros(64)) and pos["image"][0, 6, 4] == image[0, 8]
+    assert int(pos["mask"].sum()) == 16 and bool(pos["mask"][0, 16 + 10, 16 + 10])
+    assert int(neg["mask"].sum()) == 0 and neg["label"] == 0
+    assert torch.equal(neg["image"][0, 56:, :], torch.zeros(8, 64))  # image rows 100.. and columns 120.. are black
+    assert torch.equal(neg["image"][0, :, 56:], torch.zeros(64, 8)) and neg["image"][0, 55, 55] == image[99, 119]

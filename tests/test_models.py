@@ -332,3 +332,28 @@ def test_fused_bn_and_channels_last_keep_the_outputs(name: str) -> None:
     assert n_left < n_norms and (n_left == 0) == name.startswith("rensenet")  # timm's own layers are left alone
     assert torch.allclose(out, ref, atol=1e-5) and not torch.equal(out, ref)
     assert "ecm.stages.0.conv2" in dict(fast.named_modules())  # CAM target layers keep their names
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_contract_window_in_context_is_the_dense_map(name: str) -> None:
+    """A window seen with one final cell of context (what ``train --context`` optimises) is the dense map's value
+    for that window: two code paths, one quantity. The context reaches the output; only the window is pooled."""
+    from rensenet.models import WindowInContext
+    from rensenet.models.dense import dense_window_logits, reduction
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
+    r = reduction(model)  # 16 for RenseNet, 32 for the ECM nets
+    x = torch.randn(2, 1, 5 * r, 5 * r, requires_grad=True)
+    out = WindowInContext(model, r)(x)
+    with torch.no_grad():
+        dense = dense_window_logits(model, x, window=3 * r, stride=r)  # windows at 0, r and 2r px
+        assert dense.shape == (2, 2, 3, 3) and torch.allclose(out, dense[:, :, 1, 1], atol=1e-5)
+        assert not torch.allclose(out, model(x[..., r:4 * r, r:4 * r]), atol=1e-3)  # the context changes the score
+    out[:, 1].sum().backward()
+    assert x.grad[..., : r // 2, :].abs().sum() > 0  # a context pixel moves it
+    heads = WindowInContext(model, 0, heads=True)(x.detach()[..., :3 * r, :3 * r])
+    ref = model.forward_heads(x.detach()[..., :3 * r, :3 * r])
+    assert all(torch.equal(a, b) for a, b in zip(heads, ref) if a is not None)
+    with pytest.raises(ValueError, match=f"multiple of the model's reduction {r}"):
+        WindowInContext(model, r // 2)

@@ -51,6 +51,7 @@ def metadata(cfg: TrainConfig, model: nn.Module, *, dense: bool) -> Dict[str, st
         "class_names": json.dumps(cfg.class_names), "mean": json.dumps(cfg.mean), "std": json.dumps(cfg.std),
         "in_chans": str(cfg.in_chans), "img_size": str(cfg.img_size), "native_size": str(cfg.native_size or ""),
         "scale": str(cfg.scale), "window": str(cfg.window or ""), "opset": str(OPSET),
+        "context": str(cfg.context),  # px of image the classifier was trained to see around a window
         "input": "float32 (batch, in_chans, height, width): pixels in [0, 1] after the CT window, then (x - mean) / std",
         "reduction": str(reduction(model)),
         "output": ("window logits (batch, classes, rows, cols): window (i, j) covers rows i * reduction .. "

@@ -80,6 +80,11 @@ class TrainConfig:
     mining_stride: int = field(default=8, metadata=_opt("stride in px of the rescan that mines hard negatives"))
     lesion_margin: int = field(default=2, metadata=_opt("px between a positive window's edge and its lesion"))
     clearance: int = field(default=4, metadata=_opt("px a negative window keeps from every lesion"))
+    context: int = field(default=0, metadata=_opt(
+        "px of image around each training window that the model sees but does not classify: only the window's "
+        "cells of the final map are pooled, so a dense scan (where every window sees its neighbourhood) computes "
+        "what was trained; times the input scale (--img-size / --patch-size), a multiple of the model's "
+        "reduction (16 px for RenseNet); needs --patch-size"))
     # --- filled in from the data when training starts ----------------------------------------------------------
     num_classes: Optional[int] = field(default=None, metadata={"derived": True})
     mean: Optional[List[float]] = field(default=None, metadata={"derived": True})
@@ -111,6 +116,9 @@ class TrainConfig:
                              f"{self.hard_fraction}")
         if self.hard_negatives and self.patch_size is None:
             raise ValueError("--hard-negatives mines windows of whole images: it needs --patch-size")
+        if self.context and (self.patch_size is None or self.context < 0):
+            raise ValueError(f"--context {self.context} needs --patch-size and a value >= 0: it is the image around "
+                             "each window sampled from whole images")
         if self.windows_per_image < 1:
             raise ValueError(f"windows_per_image must be >= 1, got {self.windows_per_image}")
         self.head_weights = tuple(float(w) for w in self.head_weights)  # type: ignore[assignment]
@@ -119,6 +127,11 @@ class TrainConfig:
     def scale(self) -> float:
         """How much the training windows were enlarged before the model saw them (2.0 for a 2x-input trial)."""
         return float(self.img_size) / float(self.native_size) if self.img_size and self.native_size else 1.0
+
+    @property
+    def model_context(self) -> int:
+        """``context`` in pixels of the model's input (after the input scale)."""
+        return int(round(self.context * self.scale))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,11 +1,12 @@
 """The one batched-prediction loop: every command that turns images into class probabilities goes through it."""
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -45,11 +46,17 @@ def batches_of(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def tiled_window_logits(model: nn.Module, x: torch.Tensor, *, window: int, stride: int, device: torch.device,
-                        batch_size: int = 256) -> torch.Tensor:
+                        context: int = 0, fill: Optional[torch.Tensor] = None, batch_size: int = 256) -> torch.Tensor:
     """The exact reference of dense evaluation: every window of images (B, C, H, W) cut out and classified on its
-    own, in batches. Window (i, j) has its corner at (i * stride, j * stride); returns logits (B, K, ny, nx)."""
-    tiles = x.unfold(2, window, stride).unfold(3, window, stride)  # (B, C, ny, nx, W, W), a view
+    own, in batches. Window (i, j) has its corner at (i * stride, j * stride); returns logits (B, K, ny, nx).
+    With ``context`` each tile carries that many pixels of the image around its window (``fill`` (C,), default 0,
+    beyond the image), and ``model`` must pool only the window's cells (:class:`rensenet.models.WindowInContext`)."""
+    if context:
+        f = (fill if fill is not None else torch.zeros(x.shape[1])).to(x)[None, :, None, None]
+        x = F.pad(x - f, (context,) * 4) + f
+    size = window + 2 * context
+    tiles = x.unfold(2, size, stride).unfold(3, size, stride)  # (B, C, ny, nx, S, S), a view
     b, c, ny, nx = tiles.shape[:4]
-    flat = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, window, window)
+    flat = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, size, size)
     logits = predict_logits(model, batches_of(flat, batch_size), device)
     return logits.reshape(b, ny, nx, -1).permute(0, 3, 1, 2)

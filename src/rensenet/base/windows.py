@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from scipy import ndimage
 
-from ..models.dense import dense_window_logits
+from ..models.dense import WindowInContext, dense_window_logits
 from .cam import compute_cams
 from .config import TrainConfig
 from .predict import tiled_window_logits
@@ -106,10 +106,11 @@ class WindowScorer:
     plateau on the map runs out to the edge (on kidney-stone-scans val, map peaks scored CPM 0.35 without the
     margin and 0.43 with it, CAM-refined 0.59 and 0.74).
 
-    ``exact=True`` classifies every window on its own (exact tiling) instead: 4-33x slower (more on larger
-    slices), and the map a window classifier was trained for. The dense map's windows also see the context a
-    tile's zero padding hides, so a lesion just outside a window raises its score (benchmarks/WHOLE_IMAGE.md
-    measures what that costs)."""
+    ``exact=True`` classifies every window on its own (exact tiling) instead, many times slower (more on larger
+    slices and with context), each tile with the ``cfg.context`` px of image the model was trained to see around a window
+    (``rensenet train --context``). The dense map's windows see their whole neighbourhood: for a model trained on
+    bare windows that is context it never saw, for one trained with context it is what it was trained on
+    (benchmarks/WHOLE_IMAGE.md measures both)."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, stride: int = DEFAULT_STRIDE,
                  device: torch.device = torch.device("cpu"), positive: int = DEFAULT_POSITIVE_CLASS,
@@ -139,7 +140,11 @@ class WindowScorer:
     def _score(self, image: np.ndarray, extra_scale: float) -> Tuple[WindowMap, torch.Tensor]:
         x, factor, model_shape = self.prepare(image, extra_scale)
         if self.exact:
-            logits = tiled_window_logits(self.model, x, window=self.window, stride=self.stride, device=self.device)
+            context = self.cfg.model_context  # trained with context: each tile with its own, pooled over its window
+            model = WindowInContext(self.model, context) if context else self.model
+            fill = -torch.tensor(self.cfg.mean) / torch.tensor(self.cfg.std)
+            logits = tiled_window_logits(model, x, window=self.window, stride=self.stride, device=self.device,
+                                         context=context, fill=fill)
         else:
             with torch.no_grad():
                 logits = dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride)

@@ -10,14 +10,14 @@ and figures. The learning rate and input scale of each unit are chosen on valida
 with the sweep that chose each one's settings, count as finished, so a fresh clone rewrites the report from them
 and never retrains, or drops, a published result.
 """
-from .config import COST_FIELDS, RECORD_FIELDS, BenchmarkConfig, base_options, unit_sweep, units
+from .config import COST_FIELDS, RECORD_FIELDS, SCAN_RECORD_FIELDS, BenchmarkConfig, base_options, unit_sweep, units
 from .cost import measure_cost
 from .orchestrate import add_costs, run_benchmark, run_unit
 from .records import collect_records, finished_record, published_records, save_results
 from .report import paired_test, report, sweep_table
 from .sweep import choose_settings, kept_sweep, set_aside, sweep_units, untried_points
 
-__all__ = ["COST_FIELDS", "RECORD_FIELDS", "BenchmarkConfig", "add_costs", "base_options", "choose_settings",
+__all__ = ["COST_FIELDS", "RECORD_FIELDS", "SCAN_RECORD_FIELDS", "BenchmarkConfig", "add_costs", "base_options", "choose_settings",
            "collect_records", "finished_record", "kept_sweep", "measure_cost", "paired_test", "published_records",
            "report", "run_benchmark", "run_unit", "save_results", "set_aside", "sweep_table", "sweep_units",
            "unit_sweep", "untried_points", "units"]

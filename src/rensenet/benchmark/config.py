@@ -14,6 +14,12 @@ RECORD_FIELDS = ("task", "model", "seed", "auc", "accuracy", "sensitivity", "spe
                  "train_seconds")
 
 
+#: A whole-image (``kind: scans``) record: FROC of ``rensenet scan`` on test and the cost of scanning.
+SCAN_RECORD_FIELDS = ("task", "model", "seed", "cpm", "sens_at_fp", "small_lesion_sens_at_1fp", "seconds_per_slice",
+                      "gflops_per_slice", "peak_mem_mb", "lr", "epochs", "train_seconds")
+KINDS = ("windows", "scans")
+
+
 COST_FIELDS = ("params", "gflops", "train_img_per_s", "infer_ms_batch1", "infer_img_per_s_batch64", "peak_train_mem_mb")
 
 
@@ -23,6 +29,7 @@ class BenchmarkConfig:
 
     tasks: Dict[str, Dict[str, Any]]
     models: Dict[str, Dict[str, Any]]
+    kind: str = "windows"  # or "scans": trained from whole images (tasks give patch_size), scored by FROC
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 12
     data_root: str = "../shared/data"
@@ -51,6 +58,12 @@ class BenchmarkConfig:
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}")
         cfg = cls(**raw)
+        if cfg.kind not in KINDS:
+            raise ValueError(f"{path}: kind must be one of {KINDS}, got {cfg.kind!r}")
+        if cfg.kind == "scans":
+            flat = [t for t, opts in cfg.tasks.items() if not (opts or {}).get("patch_size")]
+            if flat:
+                raise ValueError(f"{path}: a scans benchmark trains from whole images: give tasks {flat} a patch_size")
         for name, m in cfg.models.items():
             if "model" not in (m or {}):
                 raise ValueError(f"{path}: model entry {name!r} needs 'model: <timm or rensenet name>'")
@@ -65,7 +78,14 @@ def unit_sweep(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, List[Any
 def base_options(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, Any]:
     """The `rensenet train` options of one (task, model) before its sweep: recipe, then task, then model entry."""
     task_opts = {k: v for k, v in (cfg.tasks[task] or {}).items() if k != "sweep"}  # sweep: unit_sweep's
-    return {**cfg.train, **task_opts, **{k: v for k, v in cfg.models[name].items() if k not in ("model", "sweep")}}
+    opts = {**cfg.train, **task_opts, **{k: v for k, v in cfg.models[name].items() if k not in ("model", "sweep")}}
+    scale = opts.pop("img_scale", None)  # a fixed input scale (e.g. the one full.yaml chose on val), not swept
+    if scale is not None:
+        size = opts.get("patch_size") or opts.get("img_size")
+        if not size:
+            raise ValueError(f"{name} on {task}: img_scale needs the task's img_size or patch_size")
+        opts["img_size"] = int(size * scale)
+    return opts
 
 
 def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
@@ -78,6 +98,11 @@ def units(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
             raise ValueError(f"{unknown} not in the config's {group} {list(known)}")
     return [(task, name) for name in cfg.models if not only_models or name in only_models
             for task in cfg.tasks if not only_tasks or task in only_tasks]
+
+
+def selection_key(cfg: BenchmarkConfig) -> str:
+    """The validation score that chooses a sweep point: the history column ``best.pt`` was chosen by."""
+    return "val_cpm" if cfg.kind == "scans" else "val_auc"
 
 
 def fmt_opts(opts: Dict[str, Any]) -> str:

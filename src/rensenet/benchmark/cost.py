@@ -16,15 +16,20 @@ from .config import BenchmarkConfig
 from .processes import machine_description, run_child
 
 
-def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """GFLOPs of one forward pass (``torch.utils.flop_counter``: a multiply-add counts 2 FLOPs)."""
+def gflops_of(fn: Callable[[], Any]) -> float:
+    """GFLOPs of one call of ``fn`` without autograd (``torch.utils.flop_counter``: a multiply-add counts 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(x)
+        fn()
     return counter.get_total_flops() / 1e9
+
+
+def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GFLOPs of one forward pass of ``model`` in eval mode."""
+    model.eval()
+    return gflops_of(lambda: model(x))
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool = False,

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..base.io import write_json
-from .config import COST_FIELDS, BenchmarkConfig, base_options, units
+from .config import COST_FIELDS, BenchmarkConfig, base_options, selection_key, units
 from .cost import model_cost
 from .processes import run_child, run_parallel
 from .records import collect_records, finished_record, record_path, save_results
 from .runs import finished, train_run
+from .scan_units import scan_record
 from .sweep import choose_settings
 
 
@@ -48,6 +49,12 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         rec_path = record_path(cfg, task, name, seed)
         out, run = rec_path.parent, run_dir(seed)
         ckpt = run / "best.pt"
+        if cfg.kind == "scans":  # FROC of `rensenet scan` on the whole test images, and the cost of scanning
+            record = scan_record(cfg, task, name, seed, run=run, out=out, timing=timing, options=options)
+            record.update(timm_model=spec["model"], date=date.today().isoformat(), **_sweep_of(chosen, cfg))
+            write_json(rec_path, record)
+            save_results(cfg)
+            return
         metrics = evaluate(ckpt, data, split="test", out=out / "eval", n_boot=cfg.n_boot)
         loc = explain(ckpt, data, out=out / "explain", **{"split": "test", "n_boot": cfg.n_boot, **cfg.explain})
         run_cfg = json.loads((run / "config.json").read_text())
@@ -64,9 +71,7 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
             "timm_model": spec["model"], "train_options": options, "cam": summary.get("method"),
             "date": date.today().isoformat(),
         }
-        if chosen.get("tried"):  # the choice travels with the record (``out`` is not committed)
-            record["sweep"] = {"chosen": chosen["options"],
-                               "tried": [{"options": t["options"], "val_auc": t["val_auc"]} for t in chosen["tried"]]}
+        record.update(_sweep_of(chosen, cfg))
         write_json(rec_path, record)
         if cost:
             model_cost(cfg, task, name, record)
@@ -81,6 +86,15 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
         run_parallel(train, rest, parallel_runs)
     for seed in rest:
         finish(seed)
+
+
+def _sweep_of(chosen: Dict[str, Any], cfg: BenchmarkConfig) -> Dict[str, Any]:
+    """The sweep choice, to travel with a record (``out`` is not committed)."""
+    if not chosen.get("tried"):
+        return {}
+    key = selection_key(cfg)
+    return {"sweep": {"chosen": chosen["options"],
+                      "tried": [{"options": t["options"], key: t[key]} for t in chosen["tried"]]}}
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
@@ -128,6 +142,9 @@ def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
 
     A cost the records already carry (measured here before, or published in ``results.json``) is kept.
     """
+    if cfg.kind == "scans":
+        raise ValueError("a whole-image record carries its cost from its own scan (seconds per slice, GFLOPs per slice, "
+                         "peak memory): there is no separate --costs-only pass for kind: scans")
     todo: Dict[tuple, Dict[str, Any]] = {}
     for record in collect_records(cfg):
         if any(f not in record for f in COST_FIELDS):

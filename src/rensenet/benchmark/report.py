@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..base.io import write_text
-from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, unit_sweep
+from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, selection_key, unit_sweep
 from .records import record_path
 from .sweep import kept_sweep, untried_points
 
@@ -61,17 +61,18 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
 
 def sweep_table(cfg: BenchmarkConfig, task: str) -> List[str]:
     """The validation sweep behind each model's settings, so the choices are on record."""
-    rows = []
+    rows, key = [], selection_key(cfg)
     for name in cfg.models:
         chosen = kept_sweep(cfg, task, name)
         if chosen is not None:
-            tried = ", ".join(f"{fmt_opts(t['options'])}: {t['val_auc']:.3f}" for t in chosen["tried"])
+            tried = ", ".join(f"{fmt_opts(t['options'])}: {t[key]:.3f}" for t in chosen["tried"])
             missing = untried_points(chosen, unit_sweep(cfg, task, name), base_options(cfg, task, name).get("img_size"))
             tried += f"; not tried: {', '.join(missing)}" if missing else ""
             rows.append(f"| {name} | {fmt_opts(chosen['options'])} | {tried} |")
     if not rows:
         return []
-    return ["Settings chosen on validation AUC (seed 0):", "", "| model | chosen | tried: best val AUC |",
+    score = key.replace("val_", "").upper()
+    return [f"Settings chosen on validation {score} (seed 0):", "", f"| model | chosen | tried: best val {score} |",
             "|---|---|---|", *rows, ""]
 
 

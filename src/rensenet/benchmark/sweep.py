@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..base.io import write_json
-from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, unit_sweep, units
+from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, selection_key, unit_sweep, units
 from .cost import cost_path, cost_spec
 from .processes import run_parallel
 from .records import finished_record, published_records, record_path
@@ -25,7 +25,8 @@ def untried_points(chosen: Dict[str, Any], sweep: Dict[str, List[Any]], img_size
 
 def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, Any],
                     base_opts: Dict[str, Any], *, parallel_runs: int = 1, resweep: bool = False) -> Dict[str, Any]:
-    """The learning rate and input scale with the best validation AUC (seed 0), kept in ``sweep/<task>/<name>``.
+    """The learning rate and input scale with the best validation AUC (CPM for whole images; seed 0), kept in
+    ``sweep/<task>/<name>``.
 
     :func:`unit_sweep` lists the values: ``lr`` first (at scale 1), then ``img_scale``
     (x the task's ``img_size``, for networks designed for 224 px images) at the best ``lr``. Test data is
@@ -64,13 +65,14 @@ def choose_settings(cfg: BenchmarkConfig, task: str, name: str, spec: Dict[str, 
         if earlier is not None and not finished(run, epochs):  # tried before, its run not here (another clone)
             return earlier
         train_run(cfg, task, spec, run, epochs=epochs, seed=0, options={**base_opts, **opts})
-        return {"options": opts, "run": str(run), "val_auc": float(pd.read_csv(run / "history.csv")["val_auc"].max())}
+        return {"options": opts, "run": str(run), key: float(pd.read_csv(run / "history.csv")[key].max())}
 
+    key = selection_key(cfg)  # val AUC, or val CPM for whole images
     tried = run_parallel(trial, [{"lr": lr} if lr is not None else {} for lr in lrs], parallel_runs)
-    best_lr = max(tried, key=lambda t: t["val_auc"])["options"]
+    best_lr = max(tried, key=lambda t: t[key])["options"]
     tried += run_parallel(trial, [{**best_lr, "img_size": int(base_opts["img_size"] * s)} for s in scales if s != 1],
                   parallel_runs)
-    best = max(tried, key=lambda t: t["val_auc"])
+    best = max(tried, key=lambda t: t[key])
     chosen = {"options": best["options"], "run": best.get("run") if epochs == cfg.epochs else None, "tried": tried}
     write_json(root / "chosen.json", chosen)
     return chosen

@@ -29,6 +29,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(a: argparse.Namespace) -> None:
     from ..benchmark import BenchmarkConfig, add_costs, report, run_benchmark, save_results, sweep_units
+    from ..benchmark.scan_report import scan_report
 
     cfg = BenchmarkConfig.load(a.config)
     if a.drop_stale and not a.sweep_only:
@@ -48,7 +49,7 @@ def run(a: argparse.Namespace) -> None:
         records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks, cost=not a.no_cost, jobs=a.jobs,
                                 parallel_runs=a.parallel_runs, config_path=a.config)
     if not a.no_report:
-        report(cfg, records)
+        (scan_report if cfg.kind == "scans" else report)(cfg, records)
     print(f"{len(records)} runs in {cfg.results}" + ("" if a.no_report else f"; report: {cfg.report}"))
 
 

@@ -123,22 +123,27 @@ def crop(array: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Sample dicts (as :class:`rensenet.data.SliceDataset` gives them) of windows cut from whole images."""
+    """Sample dicts (as :class:`rensenet.data.SliceDataset` gives them) of windows cut from whole images, each with
+    ``context`` pixels of the image around it (the sample is ``size + 2 * context`` px; its mask holds the
+    positive window's lesions)."""
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], windows: Sequence[Window], *,
-                 size: int, in_chans: int = 1, transform: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None):
+                 size: int, context: int = 0, in_chans: int = 1,
+                 transform: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None):
         self.images, self.masks, self.windows = images, masks, list(windows)
-        self.size, self.in_chans, self.transform = size, in_chans, transform
+        self.size, self.context, self.in_chans, self.transform = size, context, in_chans, transform
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, k: int) -> Dict[str, Any]:
-        w = self.windows[k]
-        image = torch.from_numpy(crop(self.images[w.image], w.y, w.x, self.size))
-        mask = torch.from_numpy(crop(self.masks[w.image], w.y, w.x, self.size) if w.label else
-                                np.zeros((self.size, self.size), bool))
+        w, c = self.windows[k], self.context
+        full = self.size + 2 * c
+        image = torch.from_numpy(crop(self.images[w.image], w.y - c, w.x - c, full))
+        mask = np.zeros((full, full), bool)
+        if w.label:
+            mask[c:c + self.size, c:c + self.size] = crop(self.masks[w.image], w.y, w.x, self.size)
         sample = {"image": tv_tensors.Image(image[None].expand(self.in_chans, -1, -1).clone()),
-                  "mask": tv_tensors.Mask(mask[None].to(torch.uint8)), "label": w.label,
+                  "mask": tv_tensors.Mask(torch.from_numpy(mask)[None].to(torch.uint8)), "label": w.label,
                   "has_lesion": bool(w.label), "index": k}
         return self.transform(sample) if self.transform is not None else sample

@@ -7,7 +7,7 @@ window whose corner lies on the R-pixel grid. For a finer stride s the grid is s
 everything up to stride s and keeps all four phases of each later 2 x 2 pooling instead, which is the same
 computation without repeating the early layers (:func:`rensenet_window_logits`). A dense map differs from exact
 tiling (``rensenet.base.predict.tiled_window_logits``) only where a tile's zero padding differs from the real
-context around it.
+context around it; :class:`WindowInContext` trains and tiles a classifier with that context.
 """
 from __future__ import annotations
 
@@ -125,3 +125,34 @@ def dense_window_logits(model: nn.Module, x: torch.Tensor, *, window: int, strid
     if isinstance(model, RenseNet) and model.spatial_dims == 2:
         return rensenet_window_logits(model, x, window=window, stride=stride)
     return shifted_window_logits(model, x, window=window, stride=stride)
+
+
+class WindowInContext(nn.Module):
+    """A window classifier that sees ``context`` pixels of image around its window: the model runs on the whole
+    crop (window + context on every side) and pools only the window's cells of each final map. Trained this way
+    (``rensenet train --context``), the classifier computes what a dense scan computes, where every window sees
+    its neighbourhood; with ``context=0`` it is the model itself. ``heads=True`` returns every head
+    (:class:`rensenet.models.RenseNetOutput`) for the training loss, else the prediction's logits."""
+
+    def __init__(self, model: nn.Module, context: int = 0, *, heads: bool = False) -> None:
+        super().__init__()
+        r = reduction(model)
+        if context < 0 or context % r:
+            raise ValueError(f"the context must be a multiple of the model's reduction {r} px, got {context} px of the "
+                             "model's input (--context times the input scale)")
+        self.model, self.context, self.cells, self.heads = model, context, context // r, heads
+
+    def _crop(self, fmap: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        c = self.cells
+        if fmap is None or not c:
+            return fmap
+        if min(fmap.shape[-2:]) <= 2 * c:
+            raise ValueError(f"an input of {tuple(fmap.shape[-2:])} final cells leaves no window inside "
+                             f"{self.context} px of context")
+        return fmap[..., c:fmap.shape[-2] - c, c:fmap.shape[-1] - c]
+
+    def forward(self, x: torch.Tensor):
+        if isinstance(self.model, ThreeHeadNet):
+            out = self.model.heads_of(*(self._crop(m) for m in self.model._forward_maps(x)))
+            return out if self.heads else out.fused
+        return self.model.forward_head(self._crop(self.model.forward_features(x)))

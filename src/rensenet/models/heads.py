@@ -114,7 +114,11 @@ class ThreeHeadNet(nn.Module):
 
     def forward_heads(self, x: torch.Tensor) -> RenseNetOutput:
         """Logits of the fused, backbone and ECM heads (``ecm`` is None and ``backbone`` is ``fused`` without the ECM)."""
-        backbone_map, ecm_map, fused_map = self._forward_maps(x)
+        return self.heads_of(*self._forward_maps(x))
+
+    def heads_of(self, backbone_map: torch.Tensor, ecm_map: Optional[torch.Tensor],
+                 fused_map: torch.Tensor) -> RenseNetOutput:
+        """The three heads on maps already computed (:func:`rensenet.models.dense.WindowInContext` crops them)."""
         fused = self.head(fused_map)
         if ecm_map is None or self.backbone_head is None or self.ecm_head is None:
             return RenseNetOutput(fused, fused, None)

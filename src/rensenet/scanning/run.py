@@ -44,7 +44,8 @@ class ScanSettings:
     cam_peaks: int = field(default=1, metadata=_opt(
         "heatmap peaks a CAM-refined candidate may take, the strongest free one (more find clustered lesions)"))
     exact: bool = field(default=False, metadata=_opt(
-        "classify every window on its own (exact tiling, 4-33x slower) instead of the dense map"))
+        "classify every window on its own, with the context it was trained to see (exact tiling: the check of the "
+        "dense map, many times slower; benchmarks/WHOLE_IMAGE.md)"))
     max_candidates: int = field(default=DEFAULT_MAX_PEAKS, metadata=_opt(
         "peaks of the probability map per slice that become candidates (fewer remain where refined onto one)"))
     min_score: float = field(default=0.0, metadata=_opt("lowest candidate score reported"))

@@ -20,7 +20,7 @@ from ..base import TrainConfig, create_model, load_checkpoint, save_checkpoint
 from ..base.io import write_csv, write_json
 from ..data import class_names, read_manifest, select_split
 from ..data.manifest import window_class_names
-from ..models import RenseNetLoss
+from ..models import RenseNetLoss, WindowInContext
 from . import distributed
 from .images import ImageData
 from .optim import load_optimizer_state, make_optimizer, make_scheduler
@@ -33,17 +33,6 @@ class TrainResult:
     best_score: float
     selection: str  # the history column that chose best.pt: val_auc, val_accuracy or val_cpm
     history: List[Dict[str, Any]]
-
-
-class HeadsForward(nn.Module):
-    """Makes ``forward`` return every head, so DistributedDataParallel sees the call that the loss needs."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor):
-        return self.model.forward_heads(x)
 
 
 def seed_everything(seed: int) -> None:
@@ -118,7 +107,10 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
     model = model.to(memory_format=memory_format)
     criterion = RenseNetLoss(backbone=cfg.head_weights[0], ecm=cfg.head_weights[1], fused=cfg.head_weights[2],
                              label_smoothing=cfg.label_smoothing)
-    step_module: nn.Module = HeadsForward(model) if hasattr(model, "forward_heads") else model
+    # every head for the loss, and only the window's cells pooled where it sees context: the call
+    # DistributedDataParallel wraps is the one the loss needs
+    heads = hasattr(model, "forward_heads")
+    step_module: nn.Module = WindowInContext(model, cfg.model_context, heads=heads) if heads or cfg.context else model
     if ctx.distributed:
         step_module = DistributedDataParallel(step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     per_rank_batch = cfg.batch_size // ctx.world_size

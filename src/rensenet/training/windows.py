@@ -53,7 +53,10 @@ class WindowData:
             mean, std = intensity_stats(train)
             cfg = replace(cfg, mean=[mean] * cfg.in_chans, std=[std] * cfg.in_chans)
         self.cfg = cfg = replace(cfg, img_size=cfg.img_size or cfg.patch_size, native_size=cfg.patch_size)
-        self.transform = transforms_for(cfg, train=True)
+        # the model sees each window with its context: a lesion-safe shift would move a lesion out of the window
+        # (the sampler already puts lesions anywhere in it); flips keep the window in the middle
+        crop = int(cfg.img_size) + 2 * cfg.model_context
+        self.transform = transforms_for(cfg, train=True, size=crop, shift=not cfg.context)
         val = SliceDataset(val_frame, window=cfg.window)
         self.val_images = [val.load(i)[0] for i in range(len(val))]
         self.val_boxes = [lesion_boxes(b, val.load(i)[1]) for i, b in enumerate(val_frame["bbox"])]
@@ -61,7 +64,8 @@ class WindowData:
         self.selection = "val_cpm"
         self.selection_note = (f"training on {cfg.patch_size}-px windows of {len(self.images)} whole images; best.pt "
                                f"is selected by val CPM (FROC of dense scans of the {len(self.val_images)} "
-                               f"{cfg.val_split!r} images at stride {cfg.mining_stride})")
+                               f"{cfg.val_split!r} images at stride {cfg.mining_stride})"
+                               + (f"; each window seen with {cfg.context} px of context" if cfg.context else ""))
 
     def __len__(self) -> int:
         return len(self.images) * self.cfg.windows_per_image
@@ -77,7 +81,7 @@ class WindowData:
         while len(windows) < len(self):  # a negative no image could give: repeat a window, the epoch keeps its length
             windows.append(windows[int(rng.integers(len(windows)))])
         dataset = WindowDataset(self.images, self.masks, windows, size=int(self.cfg.patch_size),
-                                in_chans=self.cfg.in_chans, transform=self.transform)
+                                context=self.cfg.context, in_chans=self.cfg.in_chans, transform=self.transform)
         sampler = self.sampler(ctx, dataset)
         sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, num_workers=self.cfg.workers,
