@@ -39,7 +39,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                               train={"patch_size": 64, "context": 32, "epochs": 16, "hard_negatives": 4},
                               description="Kidney-stone detector for whole coronal CT slices (rensenet scan)."),
     "lidc_nodule_scan": dict(task="lung-nodule-scans", windows_task="lung-nodule-ct", window="lung", source=LIDC,
-                             train={"patch_size": 48, "context": 16, "epochs": 16, "hard_negatives": 4},
+                             train={"patch_size": 48, "context": 32, "epochs": 16, "hard_negatives": 4},
                              description="Lung-nodule detector for whole axial CT views, lung window (rensenet scan)."),
 }
 ARCH = "rensenet_s"

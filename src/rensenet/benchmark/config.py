@@ -67,6 +67,9 @@ class BenchmarkConfig:
         for name, m in cfg.models.items():
             if "model" not in (m or {}):
                 raise ValueError(f"{path}: model entry {name!r} needs 'model: <timm or rensenet name>'")
+            if m.get("detector") and (cfg.kind != "scans" or m["detector"] != "fcos"):
+                raise ValueError(f"{path}: model entry {name!r}: the only detector is 'fcos' (with model: the "
+                                 "backbone, e.g. resnet18), in a kind: scans benchmark")
         return cfg
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..base.io import write_json
+from .anchor import anchor_seed
 from .config import COST_FIELDS, BenchmarkConfig, base_options, selection_key, units
 from .cost import model_cost
 from .processes import run_child, run_parallel
 from .records import collect_records, finished_record, record_path, save_results
 from .runs import finished, train_run
+from .scan_costs import estimate_scan_budget
 from .scan_units import scan_record
 from .sweep import choose_settings
 
@@ -28,6 +30,15 @@ def run_unit(cfg: BenchmarkConfig, task: str, name: str, *, cost: bool = True, p
     from ..explanation import explain
 
     spec = cfg.models[name]
+    if spec.get("detector"):  # the anchor: trained and scored by its own code, recorded like the classifiers
+        for seed in cfg.seeds:
+            if finished_record(cfg, task, name, seed) is None:
+                print(f"[{task} / {name} / seed {seed}] detector", flush=True)
+                path = record_path(cfg, task, name, seed)
+                record = anchor_seed(cfg, task, name, seed, out=path.parent)
+                write_json(path, {**record, "timm_model": spec["model"], "date": date.today().isoformat()})
+                save_results(cfg)
+        return
     data = str(Path(cfg.data_root) / task)
     train_opts = base_options(cfg, task, name)
     seeds = [seed for seed in cfg.seeds if finished_record(cfg, task, name, seed) is None]
@@ -138,13 +149,14 @@ def run_benchmark(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
 
 
 def add_costs(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
-    """Measure on this machine the cost of every (task, model) that has records but no cost yet.
+    """Measure on this machine the cost of every (task, model) that has records but no cost yet (for ``kind:
+    scans``, the budget of every unit before it runs: :mod:`rensenet.benchmark.scan_costs`).
 
     A cost the records already carry (measured here before, or published in ``results.json``) is kept.
     """
-    if cfg.kind == "scans":
-        raise ValueError("a whole-image record carries its cost from its own scan (seconds per slice, GFLOPs per slice, "
-                         "peak memory): there is no separate --costs-only pass for kind: scans")
+    if cfg.kind == "scans":  # each record carries the cost of its own scan; what is measured here is the budget
+        estimate_scan_budget(cfg)
+        return save_results(cfg)
     todo: Dict[tuple, Dict[str, Any]] = {}
     for record in collect_records(cfg):
         if any(f not in record for f in COST_FIELDS):

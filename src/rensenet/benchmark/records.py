@@ -51,9 +51,10 @@ def collect_records(cfg: BenchmarkConfig, *, with_cost: bool = True) -> List[Dic
             for seed in cfg.seeds:
                 record = finished_record(cfg, task, name, seed, published)
                 published.pop((task, name, seed), None)
-                if record is not None:
-                    cost = cached_cost(cost_path(cfg, task, name), cost_spec(record))
-                    if with_cost and cost:
+                if record is not None:  # a whole-image record carries the cost of its own scan
+                    cost = cached_cost(cost_path(cfg, task, name), cost_spec(record)) \
+                        if with_cost and cfg.kind != "scans" else None
+                    if cost:
                         record.update(cost)
                     records.append(record)
     return records + list(published.values())

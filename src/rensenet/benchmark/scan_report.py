@@ -11,6 +11,8 @@ import numpy as np
 from ..base.io import write_text
 from .config import BenchmarkConfig
 from .report import paired_test, sweep_table
+from .scan_costs import budget_table
+from .scan_figure import side_by_side
 
 COLUMNS = [("CPM", lambda r: r["cpm"]), ("sens at 1/2 FP", lambda r: r["sens_at_fp"]["0.5"]),
            ("sens at 1 FP", lambda r: r["sens_at_fp"]["1"]), ("sens at 2 FP", lambda r: r["sens_at_fp"]["2"]),
@@ -23,7 +25,10 @@ def _cell(values: List[float]) -> str:
     v = np.array([x for x in values if x is not None], dtype=float)
     if not len(v):
         return "-"
-    return f"{v.mean():.3g} +- {v.std(ddof=1):.2g}" if len(v) > 1 else f"{v.mean():.3g}"
+    def fmt(x: float, digits: int) -> str:  # a memory of 1330 MB reads 1330, not 1.33e+03
+        return f"{x:.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"
+
+    return f"{fmt(v.mean(), 3)} +- {fmt(v.std(ddof=1), 2)}" if len(v) > 1 else fmt(v.mean(), 3)
 
 
 def _plot_curves(path: Path, task: str, curves: Dict[str, tuple]) -> None:
@@ -72,7 +77,11 @@ def scan_report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, referenc
         figure = Path(cfg.report).parent / f"froc_{task}.png"
         _plot_curves(figure, task, curves)
         lines += ["", f"![FROC of every model]({figure.name})", ""]
+        panels = Path(cfg.report).parent / f"slices_{task}.png"
+        if side_by_side(cfg, records, task, panels) or panels.exists():  # a clone keeps the committed figure
+            lines += [f"![8 test slices with every model's candidates at 1 FP per image]({panels.name})", ""]
         lines += sweep_table(cfg, task)
+    lines += budget_table(cfg)
     text = "\n".join(lines) + "\n"
     write_text(cfg.report, text)
     return text

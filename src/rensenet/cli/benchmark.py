@@ -16,7 +16,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cost", action="store_true",
                    help="skip the CPU cost measurements (e.g. training on a GPU; add them later with --costs-only)")
     p.add_argument("--costs-only", action="store_true",
-                   help="only measure, on this machine, the cost of every model that has results")
+                   help="only measure, on this machine, the cost of every model that has results (kind: scans: the "
+                        "budget of every unit, estimated from one timed training step and scan)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
     p.add_argument("--sweep-only", action="store_true",
                    help="run the sweep points the config lists that have not run (after the grid grew), finished "

@@ -23,7 +23,7 @@ from ..data.windows import lesion_boxes, lesion_sizes
 DEFAULT_TOLERANCE = 4.0
 
 
-def _row_index(frame: pd.DataFrame, candidates: pd.DataFrame) -> np.ndarray:
+def candidate_rows(frame: pd.DataFrame, candidates: pd.DataFrame) -> np.ndarray:
     """For each candidate, the manifest row of its image (-1: not in this split), matched by resolved path, then
     by the path as the manifest writes it, then by file name where that is unique."""
     root = Path(frame.attrs["root"])
@@ -40,7 +40,7 @@ def _row_index(frame: pd.DataFrame, candidates: pd.DataFrame) -> np.ndarray:
 
 def match_scans(candidates: pd.DataFrame, frame: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE) -> List[ImageMatch]:
     """One :class:`ImageMatch` per manifest row (images without candidates included: their lesions are missed)."""
-    rows = _row_index(frame, candidates) if len(candidates) else np.zeros(0, int)
+    rows = candidate_rows(frame, candidates) if len(candidates) else np.zeros(0, int)
     root = Path(frame.attrs["root"])
     matches = []
     for i, row in frame.reset_index(drop=True).iterrows():
@@ -70,7 +70,7 @@ def evaluate_scans(candidates: Union[str, Path, pd.DataFrame], data: Union[str, 
         raise DataError(f"{candidates if not isinstance(candidates, pd.DataFrame) else 'candidates'}: no column(s) "
                         f"{missing}; give the candidates.csv that `rensenet scan` wrote")
     frame = select_split(read_manifest(data), split)
-    rows = _row_index(frame, table) if len(table) else np.zeros(0, int)
+    rows = candidate_rows(frame, table) if len(table) else np.zeros(0, int)
     outside = int((rows < 0).sum())
     matches = match_scans(table, frame, tolerance=tolerance)
     sizes = np.concatenate([m.lesion_sizes for m in matches])
