@@ -326,3 +326,44 @@ def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path
         assert row["seconds_per_run"] == pytest.approx(run_s)
         assert row["seconds"] == pytest.approx(runs * run_s + n["test"] * row["scan_s"])
     assert "## Budget" in Path("report/SCANS.md").read_text()
+
+
+def test_fair_heatmaps_choose_every_models_cam_on_val_and_score_each_seed_at_it(bench_copy: Path,
+                                                                                lung_small: Path) -> None:
+    """The same grid for every model, chosen on val by pointing game; seed 0 retrained where its checkpoint is
+    gone; a seed without a checkpoint is named, not scored; running again changes nothing."""
+    from rensenet.base import load_model
+    from rensenet.explanation import explain_model
+    from rensenet.explanation.grid import GRID_METHODS, layer_grid
+
+    records = {(r["model"], r["seed"]): r for r in json.loads(Path("results.json").read_text())}
+    (Path(records["resnet18", 0]["run"]) / "best.pt").unlink()  # seed 0 gone: retrained for the search
+    (Path(records["rensenet_s", 1]["run"]) / "best.pt").unlink()  # another seed gone: not scored
+    assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps"]) == 0
+    after = {(r["model"], r["seed"]): r for r in json.loads(Path("results.json").read_text())}
+    for name in ("resnet18", "rensenet_s"):
+        choice = json.loads((Path("runs") / "cam_grid" / lung_small.name / f"{name}.json").read_text())
+        model, _ = load_model(choice["checkpoint"])
+        assert [(r["method"], r["target_layers"]) for r in choice["rows"]] == \
+            [(m, layers) for m in GRID_METHODS for layers in layer_grid(model)]
+        best = max((r for r in choice["rows"] if "error" not in r), key=lambda r: (r["pointing_game"], r["energy_lift"]))
+        assert (choice["method"], choice["target_layers"]) == (best["method"], best["target_layers"])
+        for seed in (0, 1):
+            r = after[name, seed]
+            assert (r["cam_method"], r["cam_target"]) == (choice["method"], choice["target_layers"])
+            assert r["pointing_game_default_cam"] == records[name, seed]["pointing_game"]
+            assert r["auc"] == records[name, seed]["auc"]  # only the heatmap columns change
+    assert after["resnet18", 0]["cam_checkpoint"] == "retrained here"
+    assert Path(f"runs/{lung_small.name}/resnet18/seed0/cam_run/best.pt").exists()
+    assert after["rensenet_s", 1]["pointing_game"] is None and after["rensenet_s", 1]["cam_checkpoint"] is None
+    r = after["resnet18", 1]
+    again = explain_model(Path(r["run"]) / "best.pt", lung_small, split="test", method=r["cam_method"],
+                          target_layers=r["cam_target"], faithfulness=False, n_boot=20)
+    assert r["cam_checkpoint"] == "original" and r["pointing_game"] == again.localization["pointing_game"]["value"]
+    report = Path("report/RESULTS.md").read_text()
+    assert "(2 of 2 seeds scored)" in report and "(1 of 2 seeds scored)" in report
+    panel = np.load(Path("runs") / lung_small.name / "resnet18" / "seed1" / "explain_fair" / "lesions.npz")
+    assert np.allclose(panel["cams"], again.lesion_cams[:8], atol=2e-3)  # the figure shows the chosen heatmaps
+    stamp = Path("results.json").read_text()
+    assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps"]) == 0
+    assert Path("results.json").read_text() == stamp

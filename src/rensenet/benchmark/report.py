@@ -9,6 +9,7 @@ import numpy as np
 
 from ..base.io import write_text
 from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, selection_key, unit_sweep
+from .fair_heatmaps import cam_notes
 from .records import record_path
 from .sweep import kept_sweep, untried_points
 
@@ -28,7 +29,8 @@ def paired_test(records: List[Dict[str, Any]], task: str, a: str, b: str, metric
 
 
 def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str, *, n: int = 8) -> Optional[Path]:
-    """Every model's heatmap (its default CAM) on the same first ``n`` test lesions, side by side.
+    """Every model's heatmap (its default CAM, or the one chosen on val by ``--fair-heatmaps``) on the same first
+    ``n`` test lesions, side by side.
 
     Each model is shown from its lowest seed with the saved panel (``explain/lesions.npz``, which travels with
     the results) or, failing that, a checkpoint. A model with neither (a record published by another clone) is
@@ -42,9 +44,10 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
     shown = [name for name in cfg.models if any(r["task"] == task and r["model"] == name for r in records)]
     for name in shown:
         for r in sorted((r for r in records if r["task"] == task and r["model"] == name), key=lambda r: r["seed"]):
-            saved = record_path(cfg, task, name, r["seed"]).parent / "explain" / "lesions.npz"
+            fair = r.get("cam_method") is not None  # scored at the CAM chosen on val (--fair-heatmaps)
+            saved = record_path(cfg, task, name, r["seed"]).parent / ("explain_fair" if fair else "explain") / "lesions.npz"
             ckpt = Path(r["run"]) / "best.pt"
-            if not saved.exists() and ckpt.exists():
+            if not fair and not saved.exists() and ckpt.exists():
                 e = explain_model(ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False, "n_boot": 10})
                 if not len(e.lesion_rows):
                     return None
@@ -147,6 +150,7 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
                 if test:
                     lines += ["", f"{reference} vs {label} on AUC ({other}): difference {test['mean_difference']:+.4f}, "
                                   f"paired t-test over {test['n_seeds']} seeds p = {test['p_value']:.3g}."]
+        lines += cam_notes(records, task, list(cfg.models))
         _plot_auc_vs_gflops(report_dir / f"auc_vs_gflops_{task}.png", task, means)
         lines += ["", f"![AUC vs GFLOPs](auc_vs_gflops_{task}.png)", ""]
         heatmaps = report_dir / f"heatmaps_{task}.png"

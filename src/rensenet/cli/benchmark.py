@@ -18,6 +18,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--costs-only", action="store_true",
                    help="only measure, on this machine, the cost of every model that has results (kind: scans: the "
                         "budget of every unit, estimated from one timed training step and scan)")
+    p.add_argument("--fair-heatmaps", action="store_true",
+                   help="choose every model's CAM method and target layers on val by the same grid (seed 0, retrained "
+                        "where its checkpoint is gone), then score every seed with a checkpoint on test at it")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
     p.add_argument("--sweep-only", action="store_true",
                    help="run the sweep points the config lists that have not run (after the grid grew), finished "
@@ -46,6 +49,10 @@ def run(a: argparse.Namespace) -> None:
         records = save_results(cfg)
     elif a.costs_only:
         records = add_costs(cfg)
+    elif a.fair_heatmaps:
+        from ..benchmark.fair_heatmaps import fair_heatmaps
+
+        records = fair_heatmaps(cfg, only_models=a.models, only_tasks=a.tasks)
     else:
         records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks, cost=not a.no_cost, jobs=a.jobs,
                                 parallel_runs=a.parallel_runs, config_path=a.config)

@@ -39,6 +39,32 @@ class Explanation:
     figures: List[Tuple[str, str]] = field(default_factory=list)
 
 
+def load_split(checkpoint: Union[str, Path], data: Union[str, Path], *, split: str, limit: Optional[int] = None,
+               device: torch.device) -> tuple:
+    """(model, its config, the split's rows, model inputs (N, C, H, W), lesion masks (N, H, W)) of one split."""
+    model, cfg = load_model(checkpoint, device)
+    frame = select_split(read_manifest(data), split)
+    if limit:
+        attrs = dict(frame.attrs)
+        frame = frame.iloc[:limit].reset_index(drop=True)
+        frame.attrs.update(attrs)
+    ds = make_dataset(frame, cfg)
+    samples = [ds[i] for i in range(len(ds))]
+    x = torch.stack([s["image"] for s in samples])
+    return model, cfg, frame, x, torch.stack([s["mask"][0] for s in samples]).numpy()
+
+
+def lesion_table(lesion_cams: np.ndarray, masks: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, *,
+                 tolerance: float = 0.0, threshold: float = 0.5) -> pd.DataFrame:
+    """The scores of the lesion images ``rows`` with their path, patient and lesion size (what
+    :func:`summarize_localization` bootstraps over)."""
+    table = score_heatmaps(lesion_cams, masks[rows], tolerance=tolerance, threshold=threshold)
+    table.insert(0, "path", frame["path"].to_numpy()[rows])
+    table.insert(1, "patient_id", frame["patient_id"].to_numpy()[rows])
+    table["lesion_px"] = frame["lesion_px"].to_numpy()[rows]
+    return table
+
+
 def explain_model(
     checkpoint: Union[str, Path],
     data: Union[str, Path],
@@ -57,16 +83,7 @@ def explain_model(
 ) -> Explanation:
     """Heatmaps for the images of ``split`` (the first ``limit``), and scores for those with a lesion."""
     dev = resolve_device(device)
-    model, cfg = load_model(checkpoint, dev)
-    frame = select_split(read_manifest(data), split)
-    if limit:
-        attrs = dict(frame.attrs)
-        frame = frame.iloc[:limit].reset_index(drop=True)
-        frame.attrs.update(attrs)
-    ds = make_dataset(frame, cfg)
-    samples = [ds[i] for i in range(len(ds))]
-    x = torch.stack([s["image"] for s in samples])
-    masks = torch.stack([s["mask"][0] for s in samples]).numpy()
+    model, cfg, frame, x, masks = load_split(checkpoint, data, split=split, limit=limit, device=dev)
     labels = frame["label"].to_numpy()
     probs = torch.softmax(predict_logits(model, batches_of(x, 256), dev), 1).numpy()
     if class_mode == "predicted":
@@ -94,10 +111,7 @@ def explain_model(
     result = Explanation(cfg.model, method, layers, frame, display, masks, probs, classes, cams, lesion_cams,
                          lesion_rows, class_names=list(cfg.class_names))
     if len(lesion_rows):
-        table = score_heatmaps(lesion_cams, masks[lesion_rows], tolerance=tolerance, threshold=threshold)
-        table.insert(0, "path", frame["path"].to_numpy()[lesion_rows])
-        table.insert(1, "patient_id", frame["patient_id"].to_numpy()[lesion_rows])
-        table["lesion_px"] = frame["lesion_px"].to_numpy()[lesion_rows]
+        table = lesion_table(lesion_cams, masks, frame, lesion_rows, tolerance=tolerance, threshold=threshold)
         table["prob_lesion_class"] = probs[lesion_rows, labels[lesion_rows]]
         if faithfulness:
             table["road"] = road_scores(model, x[lesion_rows], lesion_cams, labels[lesion_rows], batch_size=batch_size)
