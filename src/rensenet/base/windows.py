@@ -129,22 +129,26 @@ class WindowScorer:
         factor = self.cfg.scale * extra_scale
         if factor != 1.0:
             x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False, antialias=factor < 1)
-        mean = torch.tensor(self.cfg.mean, dtype=torch.float32)[None, :, None, None]
-        std = torch.tensor(self.cfg.std, dtype=torch.float32)[None, :, None, None]
         h, w = x.shape[-2:]
         m = self.margin
         # black (the lower end of the window, as the air around a body) around it, and up to one window
         x = F.pad(x, (m, m + max(0, self.window - w - 2 * m), m, m + max(0, self.window - h - 2 * m)))
+        mean = torch.tensor(self.cfg.mean, dtype=torch.float32)[None, :, None, None]
+        std = torch.tensor(self.cfg.std, dtype=torch.float32)[None, :, None, None]
         return (x - mean) / std, factor, (int(h), int(w))
+
+    @property
+    def black(self) -> torch.Tensor:
+        """Black (0 before normalisation) per channel, as the model sees it: what pads a tile or a crop."""
+        return -torch.tensor(self.cfg.mean, dtype=torch.float32) / torch.tensor(self.cfg.std, dtype=torch.float32)
 
     def _score(self, image: np.ndarray, extra_scale: float) -> Tuple[WindowMap, torch.Tensor]:
         x, factor, model_shape = self.prepare(image, extra_scale)
         if self.exact:
             context = self.cfg.model_context  # trained with context: each tile with its own, pooled over its window
             model = WindowInContext(self.model, context) if context else self.model
-            fill = -torch.tensor(self.cfg.mean) / torch.tensor(self.cfg.std)
             logits = tiled_window_logits(model, x, window=self.window, stride=self.stride, device=self.device,
-                                         context=context, fill=fill)
+                                         context=context, fill=self.black)
         else:
             with torch.no_grad():
                 logits = dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride)
@@ -171,9 +175,8 @@ class WindowScorer:
         radius = radius or nms_radius(wmap.window_px)
         peaks = find_peaks(pixel, radius=radius, threshold=threshold, max_peaks=max_peaks)
         m, f = self.margin, wmap.factor
-        mean, std = torch.tensor(self.cfg.mean, dtype=torch.float32), torch.tensor(self.cfg.std, dtype=torch.float32)
         cams = heatmap_peaks(self.model, x, [(p.y * f + m, p.x * f + m) for p in peaks], window=self.window,
-                         fill=-mean / std, target_class=self.positive, most=cam_peaks)
+                             fill=self.black, target_class=self.positive, most=cam_peaks)
         out: List[Candidate] = []
         taken = lambda y, x: any((y - c.y) ** 2 + (x - c.x) ** 2 <= radius ** 2 for c in out)  # noqa: E731
         for p, spots in zip(peaks, cams):
