@@ -45,7 +45,8 @@ def side_by_side(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str,
         return None
     picked = np.unique(np.linspace(0, len(frame) - 1, min(n_slices, len(frame))).round().astype(int))
     slices = SliceDataset(frame.iloc[picked], root=frame.attrs["root"])
-    fig, axes = plt.subplots(len(picked), len(models), figsize=(1.9 * len(models), 1.9 * len(picked)), squeeze=False)
+    fig, axes = plt.subplots(len(picked), len(models), figsize=(max(1.9 * len(models), 4.2), 1.9 * len(picked)),
+                             squeeze=False)  # wide enough for the title with one model
     for name, (col, table) in zip(models, enumerate(models.values())):
         threshold, rows = one_fp_threshold(table, frame), candidate_rows(frame, table)
         for r, i in enumerate(picked):
