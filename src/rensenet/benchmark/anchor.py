@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import pandas as pd
@@ -187,7 +187,8 @@ def anchor_options(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def anchor_seed(cfg, task: str, name: str, seed: int, *, out: Path) -> Dict[str, Any]:
     """Train (unless done) and score one seed of the anchor; its record, with the classifiers' fields."""
-    from .processes import machine_description, run_child
+    from .processes import run_child
+    from .scan_units import scan_fields
 
     data = Path(cfg.data_root) / task
     options = anchor_options(cfg.models[name])
@@ -200,20 +201,11 @@ def anchor_seed(cfg, task: str, name: str, seed: int, *, out: Path) -> Dict[str,
     scan_out = out / "scan"
     seconds, peak_mb = run_child([sys.executable, "-m", "rensenet.benchmark.anchor", str(run / "best.pt"), str(data),
                                   "test", str(scan_out), str(cfg.n_boot)], out / "scan.log")
-    froc = json.loads((scan_out / "froc.json").read_text())
-    small = [r for r in froc["by_lesion_size"] if r["tercile"] == "small"]
-    images = pd.read_csv(scan_out / "images.csv")
     return {
-        "task": task, "model": name, "seed": seed, "cpm": froc["cpm"]["value"],
-        "cpm_ci": [froc["cpm"]["ci_low"], froc["cpm"]["ci_high"]],
-        "sens_at_fp": {rate: v["value"] for rate, v in froc["sens_at_fp"].items()},
-        "small_lesion_sens_at_1fp": small[0]["sens_at_fp"]["1"] if small else None,
-        "seconds_per_slice": float(images["seconds_per_slice"].mean()),
-        "gflops_per_slice": slice_gflops(run / "best.pt", data), "peak_mem_mb": round(peak_mb, 1),
-        "scan_seconds": round(seconds, 1), "scan_machine": machine_description(cpu=True),
-        "threads": torch.get_num_threads(), "lr": options["lr"], "epochs": cfg.epochs, "detector": "fcos",
-        "image_passes": cfg.epochs * len(select_split(read_manifest(data), "train")), "n_images": froc["n_images"],
-        "n_lesions": froc["n_lesions"], "curve": froc["curve"], **timing, "run": str(run), "train_options": options,
+        "task": task, "model": name, "seed": seed, **scan_fields(scan_out, seconds=seconds, peak_mb=peak_mb),
+        "gflops_per_slice": slice_gflops(run / "best.pt", data), "lr": options["lr"], "epochs": cfg.epochs,
+        "detector": "fcos", "image_passes": cfg.epochs * len(select_split(read_manifest(data), "train")),
+        **timing, "run": str(run), "train_options": options,
     }
 
 

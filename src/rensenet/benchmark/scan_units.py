@@ -31,6 +31,23 @@ def slice_gflops(checkpoint: Path, image_path: str, settings: ScanSettings) -> f
     return gflops_of(lambda: dense_window_logits(model, x, window=scorer.window, stride=scorer.stride))
 
 
+def scan_fields(scan_out: Path, *, seconds: float, peak_mb: float) -> Dict[str, Any]:
+    """The record fields of one scoring process that wrote ``scan_out`` (froc.json, images.csv): FROC, seconds per
+    slice, peak memory and the machine; shared by the classifiers and the detector anchor."""
+    froc = json.loads((scan_out / "froc.json").read_text())
+    images = pd.read_csv(scan_out / "images.csv")
+    small = [r for r in froc["by_lesion_size"] if r["tercile"] == "small"]
+    return {
+        "cpm": froc["cpm"]["value"], "cpm_ci": [froc["cpm"]["ci_low"], froc["cpm"]["ci_high"]],
+        "sens_at_fp": {rate: v["value"] for rate, v in froc["sens_at_fp"].items()},
+        "small_lesion_sens_at_1fp": small[0]["sens_at_fp"]["1"] if small else None,
+        "seconds_per_slice": float(images["seconds_per_slice"].mean()), "peak_mem_mb": round(peak_mb, 1),
+        "scan_seconds": round(seconds, 1), "scan_machine": machine_description(cpu=True),
+        "threads": torch.get_num_threads(), "n_images": froc["n_images"], "n_lesions": froc["n_lesions"],
+        "curve": froc["curve"],
+    }
+
+
 def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: Path, out: Path,
                 timing: Dict[str, Any], options: Dict[str, Any]) -> Dict[str, Any]:
     """The record of one trained (task, model, seed): ``rensenet scan --data`` of the test split in a child process
@@ -42,21 +59,12 @@ def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: P
     seconds, peak_mb = run_child([sys.executable, "-m", "rensenet", "scan", "--checkpoint", str(ckpt), "--data",
                                   str(data), "--split", "test", "--out", str(scan_out), "--overlays", "0",
                                   "--no-progress"], out / "scan.log")
-    froc = json.loads((scan_out / "froc.json").read_text())
-    images = pd.read_csv(scan_out / "images.csv")
-    small = [r for r in froc["by_lesion_size"] if r["tercile"] == "small"]
     first = image_paths(select_split(read_manifest(data), "test"))[0]
     run_cfg = json.loads((run / "config.json").read_text())
     return {
-        "task": task, "model": name, "seed": seed, "cpm": froc["cpm"]["value"],
-        "cpm_ci": [froc["cpm"]["ci_low"], froc["cpm"]["ci_high"]],
-        "sens_at_fp": {rate: v["value"] for rate, v in froc["sens_at_fp"].items()},
-        "small_lesion_sens_at_1fp": small[0]["sens_at_fp"]["1"] if small else None,
-        "seconds_per_slice": float(images["seconds_per_slice"].mean()),
+        "task": task, "model": name, "seed": seed, **scan_fields(scan_out, seconds=seconds, peak_mb=peak_mb),
         "gflops_per_slice": slice_gflops(ckpt, first, ScanSettings.for_weights(ckpt)),
-        "peak_mem_mb": round(peak_mb, 1), "scan_seconds": round(seconds, 1), "scan_machine": machine_description(cpu=True),
-        "threads": torch.get_num_threads(), "lr": run_cfg["lr"], "epochs": cfg.epochs, "img_size": run_cfg["img_size"],
+        "lr": run_cfg["lr"], "epochs": cfg.epochs, "img_size": run_cfg["img_size"],
         "in_chans": run_cfg["in_chans"], "num_classes": run_cfg["num_classes"],
-        "context": run_cfg.get("context", 0), "n_images": froc["n_images"], "n_lesions": froc["n_lesions"],
-        "curve": froc["curve"], **timing, "run": str(run), "train_options": options,
+        "context": run_cfg.get("context", 0), **timing, "run": str(run), "train_options": options,
     }
