@@ -291,8 +291,13 @@ def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path
               "train": {"batch_size": 16, "windows_per_image": 2, "hard_negatives": 1},
               "sweep": {"lr": [0.001, 0.01]}, "tasks": {"kidney-stone-scans": {"patch_size": 64, "context": 16}},
               "models": {"rensenet_s": {"model": "rensenet_s"},
-                         "rensenet_s-no-ecm": {"model": "rensenet_s", "model_kwargs": {"ecm": False}, "sweep": {"lr": [0.01]}}}}
+                         "rensenet_s-no-ecm": {"model": "rensenet_s", "model_kwargs": {"ecm": False}, "sweep": {"lr": [0.01]}}},
+              "cam_choices": {"kidney-stone-scans": {"results": "windows.json", "task": "kidney-stone-ct"}}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "windows.json").write_text(json.dumps([  # what --fair-heatmaps chose on the window task
+        {"task": "kidney-stone-ct", "model": "rensenet_s-no-ecm", "seed": 0, "cam_method": "gradcam",
+         "cam_target": ["stages.0.block", "stages.2.block"]},
+        {"task": "lung-nodule-ct", "model": "rensenet_s", "seed": 0, "cam_method": "layercam", "cam_target": ["fusion"]}]))
     monkeypatch.chdir(tmp_path)
     assert cli(["benchmark", "--config", "s.yaml"]) == 0
     records = {r["model"]: r for r in json.loads(Path("scans.json").read_text())}
@@ -306,12 +311,19 @@ def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path
         assert r["cpm"] == pytest.approx(again["cpm"]["value"])
         window = gflops(timm.create_model("rensenet_s", num_classes=2, in_chans=1), torch.zeros(1, 1, 64, 64))
         assert r["gflops_per_slice"] > 10 * window and r["peak_mem_mb"] > 100 and r["seconds_per_slice"] > 0
+    assert records["rensenet_s"]["cam_method"] is None and records["rensenet_s"]["cam_target"] is None
+    assert records["rensenet_s-no-ecm"]["cam_method"] == "gradcam"
+    assert records["rensenet_s-no-ecm"]["cam_target"] == ["stages.0.block", "stages.2.block"]
+    scanned = Path("runs/kidney-stone-scans/rensenet_s-no-ecm/seed0/scan/report.md").read_text()
+    assert "CAM-refined: gradcam on stages.0.block, stages.2.block" in scanned  # the scan placed them with it
+    assert "CAM-refined)" in Path("runs/kidney-stone-scans/rensenet_s/seed0/scan/report.md").read_text()
     tried = records["rensenet_s"]["sweep"]["tried"]
     assert [t["options"]["lr"] for t in tried] == [0.001, 0.01]
     assert records["rensenet_s"]["lr"] == max(tried, key=lambda t: t["val_cpm"])["options"]["lr"]
     assert "sweep" not in records["rensenet_s-no-ecm"] and records["rensenet_s-no-ecm"]["lr"] == 0.01
     report = Path("report/SCANS.md").read_text()
     assert "### kidney-stone-scans" in report and "| rensenet_s | 1 |" in report and "val CPM" in report
+    assert "rensenet_s-no-ecm: gradcam on stages.0.block + stages.2.block" in report
     assert PILImage.open("report/froc_kidney-stone-scans.png").size[0] > 300
     stamp = Path("scans.json").stat().st_mtime_ns, sorted(p.stat().st_mtime_ns for p in Path("runs").rglob("best.pt"))
     assert cli(["benchmark", "--config", "s.yaml", "--no-report"]) == 0  # finished: nothing trains or scans again

@@ -338,6 +338,7 @@ def test_fused_bn_and_channels_last_keep_the_outputs(name: str) -> None:
 def test_contract_window_in_context_is_the_dense_map(name: str) -> None:
     """A window seen with one final cell of context (what ``train --context`` optimises) is the dense map's value
     for that window: two code paths, one quantity. The context reaches the output; only the window is pooled."""
+    from rensenet.base.predict import tiled_window_logits
     from rensenet.models import WindowInContext
     from rensenet.models.dense import dense_window_logits, reduction
 
@@ -350,6 +351,13 @@ def test_contract_window_in_context_is_the_dense_map(name: str) -> None:
         dense = dense_window_logits(model, x, window=3 * r, stride=r)  # windows at 0, r and 2r px
         assert dense.shape == (2, 2, 3, 3) and torch.allclose(out, dense[:, :, 1, 1], atol=1e-5)
         assert not torch.allclose(out, model(x[..., r:4 * r, r:4 * r]), atol=1e-3)  # the context changes the score
+        one = x[..., r:4 * r, r:4 * r]  # a single window: with its context of black, dense is its tile exactly
+        fill = torch.tensor([-1.5])
+        tile = tiled_window_logits(WindowInContext(model, r), one, window=3 * r, stride=r, device=torch.device("cpu"),
+                                   context=r, fill=fill)
+        padded = dense_window_logits(model, one, window=3 * r, stride=r, context=r, fill=fill)
+        assert padded.shape == tile.shape == (2, 2, 1, 1) and torch.allclose(padded, tile, atol=1e-5)
+        assert not torch.allclose(dense_window_logits(model, one, window=3 * r, stride=r, context=r), tile, atol=1e-3)
     out[:, 1].sum().backward()
     assert x.grad[..., : r // 2, :].abs().sum() > 0  # a context pixel moves it
     heads = WindowInContext(model, 0, heads=True)(x.detach()[..., :3 * r, :3 * r])

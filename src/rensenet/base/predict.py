@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.dense import pad_with
+
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device, *,
@@ -51,9 +53,7 @@ def tiled_window_logits(model: nn.Module, x: torch.Tensor, *, window: int, strid
     own, in batches. Window (i, j) has its corner at (i * stride, j * stride); returns logits (B, K, ny, nx).
     With ``context`` each tile carries that many pixels of the image around its window (``fill`` (C,), default 0,
     beyond the image), and ``model`` must pool only the window's cells (:class:`rensenet.models.WindowInContext`)."""
-    if context:
-        f = (fill if fill is not None else torch.zeros(x.shape[1])).to(x)[None, :, None, None]
-        x = F.pad(x - f, (context,) * 4) + f
+    x = pad_with(x, context, fill)
     size = window + 2 * context
     tiles = x.unfold(2, size, stride).unfold(3, size, stride)  # (B, C, ny, nx, S, S), a view
     b, c, ny, nx = tiles.shape[:4]

@@ -9,7 +9,7 @@ turns those into a per-pixel lesion-probability map and :func:`find_peaks` into 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from scipy import ndimage
 
-from ..models.dense import WindowInContext, dense_window_logits
-from .cam import compute_cams
+from ..models.dense import WindowInContext, dense_window_logits, pad_with
+from .cam import DEFAULT_METHOD, compute_cams
 from .config import TrainConfig
 from .predict import tiled_window_logits
 
@@ -109,8 +109,9 @@ class WindowScorer:
     ``exact=True`` classifies every window on its own (exact tiling) instead, many times slower (more on larger
     slices and with context), each tile with the ``cfg.context`` px of image the model was trained to see around a window
     (``rensenet train --context``). The dense map's windows see their whole neighbourhood: for a model trained on
-    bare windows that is context it never saw, for one trained with context it is what it was trained on
-    (benchmarks/WHOLE_IMAGE.md measures both)."""
+    bare windows that is context it never saw, for one trained with context it is what it was trained on, and
+    beyond the margin it sees the same ``cfg.context`` px of black as the tiles (benchmarks/WHOLE_IMAGE.md
+    measures both)."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, stride: int = DEFAULT_STRIDE,
                  device: torch.device = torch.device("cpu"), positive: int = DEFAULT_POSITIVE_CLASS,
@@ -142,16 +143,20 @@ class WindowScorer:
         """Black (0 before normalisation) per channel, as the model sees it: what pads a tile or a crop."""
         return -torch.tensor(self.cfg.mean, dtype=torch.float32) / torch.tensor(self.cfg.std, dtype=torch.float32)
 
+    def window_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Window logits (1, K, ny, nx) of a prepared model input: the dense map, or exact tiling."""
+        context = self.cfg.model_context
+        if self.exact:  # trained with context: each tile with its own, pooled over its window
+            model = WindowInContext(self.model, context) if context else self.model
+            return tiled_window_logits(model, x, window=self.window, stride=self.stride, device=self.device,
+                                       context=context, fill=self.black)
+        with torch.no_grad():
+            return dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride,
+                                       context=context, fill=self.black)
+
     def _score(self, image: np.ndarray, extra_scale: float) -> Tuple[WindowMap, torch.Tensor]:
         x, factor, model_shape = self.prepare(image, extra_scale)
-        if self.exact:
-            context = self.cfg.model_context  # trained with context: each tile with its own, pooled over its window
-            model = WindowInContext(self.model, context) if context else self.model
-            logits = tiled_window_logits(model, x, window=self.window, stride=self.stride, device=self.device,
-                                         context=context, fill=self.black)
-        else:
-            with torch.no_grad():
-                logits = dense_window_logits(self.model, x.to(self.device), window=self.window, stride=self.stride)
+        logits = self.window_logits(x)
         probs = torch.softmax(logits.float(), dim=1)[0, self.positive].cpu().numpy()
         return WindowMap(probs, self.window, self.stride, factor, tuple(image.shape[-2:]), model_shape, self.margin), x
 
@@ -160,6 +165,7 @@ class WindowScorer:
 
     def candidates(self, image: np.ndarray, *, refine: str = DEFAULT_REFINE, radius: Optional[float] = None,
                    max_peaks: int = DEFAULT_MAX_PEAKS, threshold: float = 0.0, cam_peaks: int = 1,
+                   cam_method: Optional[str] = None, cam_layers: Optional[Sequence[str]] = None,
                    extra_scale: float = 1.0) -> Tuple[WindowMap, np.ndarray, List[Candidate]]:
         """(window map, per-pixel map, candidates) of a slice (C, H, W) in [0, 1].
 
@@ -167,7 +173,8 @@ class WindowScorer:
         ``refine="cam"`` each moves to the peak of its window's heatmap. Where that lies within ``radius`` of a
         higher candidate, the heatmap's next peak (up to ``cam_peaks`` peaks above half its maximum, scored by its
         strength relative to the first) is taken, and where there is none the peak is dropped: the peaks of one
-        lesion's plateau refine onto the lesion, while a window over a cluster of stones can show each of them."""
+        lesion's plateau refine onto the lesion, while a window over a cluster of stones can show each of them.
+        ``cam_method`` and ``cam_layers`` choose the heatmap (default: the model's own)."""
         if refine not in REFINE_MODES:
             raise ValueError(f"unknown refine mode {refine!r}: use one of {REFINE_MODES}")
         wmap, x = self._score(image, extra_scale)
@@ -176,7 +183,8 @@ class WindowScorer:
         peaks = find_peaks(pixel, radius=radius, threshold=threshold, max_peaks=max_peaks)
         m, f = self.margin, wmap.factor
         cams = heatmap_peaks(self.model, x, [(p.y * f + m, p.x * f + m) for p in peaks], window=self.window,
-                             fill=self.black, target_class=self.positive, most=cam_peaks)
+                             fill=self.black, target_class=self.positive, most=cam_peaks, method=cam_method,
+                             target_layers=cam_layers)
         out: List[Candidate] = []
         taken = lambda y, x: any((y - c.y) ** 2 + (x - c.x) ** 2 <= radius ** 2 for c in out)  # noqa: E731
         for p, spots in zip(peaks, cams):
@@ -192,19 +200,20 @@ class WindowScorer:
 
 def heatmap_peaks(model: nn.Module, x: torch.Tensor, points: List[Tuple[float, float]], *, window: int,
               fill: torch.Tensor, target_class: int = DEFAULT_POSITIVE_CLASS,
-              most: int = 1) -> List[List[Tuple[float, float, int, float]]]:
+              most: int = 1, method: Optional[str] = None,
+              target_layers: Optional[Sequence[str]] = None) -> List[List[Tuple[float, float, int, float]]]:
     """For each point (y, x) of the model input ``x`` (1, C, H, W), the peaks of the ``target_class`` heatmap in the
-    window centred on it (the model's default CAM method and layers, chosen on val by ``rensenet explain``):
+    window centred on it (by default the model's CAM method and layers, chosen on val by ``rensenet explain``):
     up to ``most`` local maxima above half the highest, strongest first, each as (y, x, pixels of its region above
     half its value, its value relative to the highest). ``fill`` (C,) is the normalised black used where a window
     leaves the input."""
     if not points:
         return []
     corners = [(int(round(py - window / 2)), int(round(px - window / 2))) for py, px in points]
-    f = fill.to(x)[None, :, None, None]
-    padded = F.pad(x - f, (window, window, window, window)) + f
+    padded = pad_with(x, window, fill)
     crops = torch.cat([padded[..., y + window:y + 2 * window, c + window:c + 2 * window] for y, c in corners])
-    cams = compute_cams(model, crops, [target_class] * len(crops), batch_size=64)  # one batch per slice
+    cams = compute_cams(model, crops, [target_class] * len(crops), method=method or DEFAULT_METHOD,
+                        target_layers=target_layers, batch_size=64)  # one batch per slice
     out = []
     for (cy, cx), cam in zip(corners, cams):
         top = float(cam.max())

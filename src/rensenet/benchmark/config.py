@@ -41,6 +41,9 @@ class BenchmarkConfig:
     sweep: Dict[str, List[Any]] = field(default_factory=dict)  # {"lr": [...], "img_scale": [1, 2]}, chosen on val
     sweep_epochs: Optional[int] = None  # epochs of each sweep run (default: epochs)
     preamble: Optional[str] = None  # Markdown file put at the top of the report (commands, machine, choices)
+    # kind scans: per task, {results: a windows benchmark's results file, task: its matching window task}; a model
+    # whose records there carry the CAM --fair-heatmaps chose on val places its candidates with it, not its default
+    cam_choices: Dict[str, Dict[str, str]] = field(default_factory=dict)
     n_boot: int = 1000
 
     @classmethod
@@ -64,6 +67,11 @@ class BenchmarkConfig:
             flat = [t for t, opts in cfg.tasks.items() if not (opts or {}).get("patch_size")]
             if flat:
                 raise ValueError(f"{path}: a scans benchmark trains from whole images: give tasks {flat} a patch_size")
+        stray = sorted(t for t, c in cfg.cam_choices.items() if t not in cfg.tasks or not isinstance(c, dict)
+                       or set(c) != {"results", "task"})
+        if stray or (cfg.cam_choices and cfg.kind != "scans"):
+            raise ValueError(f"{path}: cam_choices belongs to a kind: scans benchmark and maps each of its tasks to "
+                             f"{{results: FILE, task: WINDOW_TASK}}; {stray or list(cfg.cam_choices)} do not fit")
         for name, m in cfg.models.items():
             if "model" not in (m or {}):
                 raise ValueError(f"{path}: model entry {name!r} needs 'model: <timm or rensenet name>'")

@@ -55,7 +55,7 @@ def _classifier_seconds(spec: Dict[str, Any], opts: Dict[str, Any], shape: tuple
     def scan() -> None:
         model.eval()
         with torch.inference_mode():
-            dense_window_logits(model, image, window=window, stride=stride)
+            dense_window_logits(model, image, window=window, stride=stride, context=context)
 
     t = seconds_per_call({"step": step}, warmup=1, repeats=2)["step"]
     return {"window_s": t / TIMED_BATCH, "scan_s": seconds_per_call({"scan": scan}, warmup=1, repeats=2)["scan"]}

@@ -66,6 +66,11 @@ def scan_report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, referenc
             lr = "/".join(sorted({f"{r['lr']:g}" for r in rs}))
             lines.append(f"| {name} | {len(rs)} | {lr} | " + " | ".join(_cell([get(r) for r in rs]) for _, get in COLUMNS)
                          + " |")
+        heatmaps = sorted({f"{r['model']}: {r['cam_method']} on {' + '.join(r['cam_target'])}" for r in rows
+                           if r.get("cam_method")})
+        if heatmaps:  # the rest place candidates with their default CAM
+            lines += ["", "Candidates placed with the CAM chosen on val on the window task (`cam_choices`): "
+                          + "; ".join(heatmaps) + ". Every other model: its default CAM."]
         others = [m for m in means if m != reference]
         if reference in means and others:
             best = max(others, key=means.get)

@@ -16,7 +16,6 @@ from ..base import load_model
 from ..base.windows import WindowScorer
 from ..data import image_paths, read_manifest, select_split
 from ..data.volumes import image_volume
-from ..models.dense import dense_window_logits
 from ..scanning.run import ScanSettings
 from .config import BenchmarkConfig
 from .cost import gflops_of
@@ -28,7 +27,7 @@ def slice_gflops(checkpoint: Path, image_path: str, settings: ScanSettings) -> f
     model, cfg = load_model(checkpoint)
     scorer = WindowScorer(model, cfg, stride=settings.stride)
     x = scorer.prepare(image_volume(image_path).read(0)[None].repeat(cfg.in_chans, 0))[0]
-    return gflops_of(lambda: dense_window_logits(model, x, window=scorer.window, stride=scorer.stride))
+    return gflops_of(lambda: scorer.window_logits(x))
 
 
 def scan_fields(scan_out: Path, *, seconds: float, peak_mb: float) -> Dict[str, Any]:
@@ -48,6 +47,21 @@ def scan_fields(scan_out: Path, *, seconds: float, peak_mb: float) -> Dict[str, 
     }
 
 
+def cam_choice(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, Any]:
+    """The heatmap that places a model's candidates: the CAM method and target layers chosen on val for it on the
+    matching window task (``cam_choices``: its records in that benchmark's results), or the model's default (both
+    None) where there is none."""
+    where = cfg.cam_choices.get(task)
+    path = Path(where["results"]) if where else None
+    if path is None or not path.exists():
+        return {"cam_method": None, "cam_target": None}
+    chosen = [r for r in json.loads(path.read_text()) if r.get("task") == where["task"] and r.get("model") == name
+              and r.get("cam_method")]
+    if not chosen:
+        return {"cam_method": None, "cam_target": None}
+    return {"cam_method": chosen[0]["cam_method"], "cam_target": list(chosen[0]["cam_target"])}
+
+
 def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: Path, out: Path,
                 timing: Dict[str, Any], options: Dict[str, Any]) -> Dict[str, Any]:
     """The record of one trained (task, model, seed): ``rensenet scan --data`` of the test split in a child process
@@ -56,9 +70,11 @@ def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: P
     ckpt = run / "best.pt"
     scan_out = out / "scan"
     out.mkdir(parents=True, exist_ok=True)  # seed 0 may be the sweep's winning run, trained elsewhere
+    cam = cam_choice(cfg, task, name)
+    heatmap = ["--cam-method", cam["cam_method"], "--cam-layers", *cam["cam_target"]] if cam["cam_method"] else []
     seconds, peak_mb = run_child([sys.executable, "-m", "rensenet", "scan", "--checkpoint", str(ckpt), "--data",
                                   str(data), "--split", "test", "--out", str(scan_out), "--overlays", "0",
-                                  "--no-progress"], out / "scan.log")
+                                  "--no-progress", *heatmap], out / "scan.log")
     first = image_paths(select_split(read_manifest(data), "test"))[0]
     run_cfg = json.loads((run / "config.json").read_text())
     return {
@@ -66,5 +82,5 @@ def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: P
         "gflops_per_slice": slice_gflops(ckpt, first, ScanSettings.for_weights(ckpt)),
         "lr": run_cfg["lr"], "epochs": cfg.epochs, "img_size": run_cfg["img_size"],
         "in_chans": run_cfg["in_chans"], "num_classes": run_cfg["num_classes"],
-        "context": run_cfg.get("context", 0), **timing, "run": str(run), "train_options": options,
+        "context": run_cfg.get("context", 0), **cam, **timing, "run": str(run), "train_options": options,
     }

@@ -129,7 +129,9 @@ class ScanWriter:
             f"{f' at {cfg.scale:g}x' if cfg.scale != 1 else ''}; window {s.window or cfg.window or 'as in the images'}). "
             f"Dense evaluation at stride {s.stride} px of the model's input, candidates {s.radius:g} px apart at "
             f"least, up to {s.max_candidates} per slice, placed at "
-            + ("the heatmap's peak inside their window (CAM-refined)." if s.refine == "cam" else
+            + ("the heatmap's peak inside their window (CAM-refined" + (
+                f": {s.cam_method or 'hirescam'} on {', '.join(s.cam_layers) if s.cam_layers else 'the default layers'}"
+                if s.cam_method or s.cam_layers else "") + ")." if s.refine == "cam" else
                "the probability map's peak."), "",
             f"{len(ok)} inputs, {self.slices} slices, **{self.seconds_per_slice:.3f} s per slice** "
             f"({self.seconds:.1f} s in all), {len(cands)} candidates.", "",

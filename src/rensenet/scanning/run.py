@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..base import TrainConfig, load_model, resolve_device
+from ..base.cam import CAM_METHODS, resolve_layers
 from ..base.windows import DEFAULT_MAX_PEAKS, DEFAULT_REFINE, DEFAULT_STRIDE, REFINE_MODES, WindowScorer, nms_radius
 from ..data.readers import ImageReadError
 from ..data.volumes import Volume
@@ -43,6 +44,11 @@ class ScanSettings:
         "least distance between two candidates in px (default: an eighth of the window)"))
     cam_peaks: int = field(default=1, metadata=_opt(
         "heatmap peaks a CAM-refined candidate may take, the strongest free one (more find clustered lesions)"))
+    cam_method: Optional[str] = field(default=None, metadata=_opt(
+        "CAM method that places a refined candidate (default: the model's, hirescam)", choices=tuple(CAM_METHODS)))
+    cam_layers: Optional[Tuple[str, ...]] = field(default=None, metadata=_opt(
+        "its target layers (default: the model's; `rensenet explain` or the benchmark's CAM grid chooses them on "
+        "val)", nargs="+"))
     exact: bool = field(default=False, metadata=_opt(
         "classify every window on its own, with the context it was trained to see (exact tiling: the check of the "
         "dense map, many times slower; benchmarks/WHOLE_IMAGE.md)"))
@@ -71,7 +77,10 @@ class ScanSettings:
             raise ValueError(f"--spacing must be native or auto, got {self.spacing!r}")
         if self.stride < 1 or self.max_candidates < 1:
             raise ValueError(f"stride and max_candidates must be >= 1, got {self.stride} and {self.max_candidates}")
+        if self.cam_method is not None and self.cam_method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {self.cam_method!r}: use one of {sorted(CAM_METHODS)}")
         self.allow_modality = tuple(self.allow_modality)
+        self.cam_layers = tuple(self.cam_layers) if self.cam_layers else None
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "ScanSettings":
@@ -125,7 +134,8 @@ def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, setting
     for item in iter_slices(volume, in_chans=cfg.in_chans):
         wmap, pixel, candidates = scorer.candidates(item.image, refine=settings.refine, radius=settings.radius,
                                                     max_peaks=settings.max_candidates, threshold=settings.min_score,
-                                                    cam_peaks=settings.cam_peaks, extra_scale=extra)
+                                                    cam_peaks=settings.cam_peaks, cam_method=settings.cam_method,
+                                                    cam_layers=settings.cam_layers, extra_scale=extra)
         if wmap.padded and item.index == 0:
             notes.append(f"{volume.name}: smaller than the model's {scorer.window}-px window; padded with black")
         for c in candidates:
@@ -157,6 +167,8 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
     if model is None or cfg is None:
         model, cfg = load_model(checkpoint, device)
     fast = optimize_for_inference(copy.deepcopy(model).to(device))  # BN folded, channels-last: same scores
+    if settings.cam_layers:
+        resolve_layers(fast, settings.cam_layers)  # a wrong layer name stops here, before any input is read
     scorer = WindowScorer(fast, cfg, stride=settings.stride, device=device, exact=settings.exact)
     settings.radius = settings.radius or nms_radius(cfg.native_size or cfg.img_size)  # original pixels
     volumes = open_inputs(inputs, window=settings.window or cfg.window, allow_modality=settings.allow_modality,
