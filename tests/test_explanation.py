@@ -201,3 +201,29 @@ def test_compare_panels_shows_a_2x_input_model_at_the_common_size(tmp_path: Path
     panels["b"]["paths"] = np.array(["a.png", "c.png"])
     with pytest.raises(ValueError, match="different images"):
         compare_panels(panels, tmp_path)
+
+
+@pytest.mark.parametrize("name,layers", [("rensenet_s", None), ("rensenet_s", ["stages.0.block", "stages.2.block"]),
+                                         ("resnet18", ["act1", "layer3"])])
+def test_cams_equal_pytorch_grad_cams_own_with_the_graph_started_at_the_target_layers(name, layers) -> None:
+    """compute_cams differentiates only what follows the target layers (weights frozen, graph started there, a
+    third less time per scan). The maps are pytorch-grad-cam's as its README runs it, input and weights in the graph,
+    for a default pair, a fine + coarse pair and a timm ResNet, with three methods."""
+    import timm
+    from pytorch_grad_cam import GradCAMPlusPlus, HiResCAM, LayerCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from rensenet.base.cam import default_target_layers, resolve_layers
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=2, in_chans=1).eval()
+    x, classes = torch.randn(4, 1, 64, 64), [1, 0, 1, 1]
+    names = layers or default_target_layers(model)
+    for method, cls in (("hirescam", HiResCAM), ("gradcam++", GradCAMPlusPlus), ("layercam", LayerCAM)):
+        ours = compute_cams(model, x, classes, method=method, target_layers=layers)
+        with cls(model=model, target_layers=resolve_layers(model, names)) as cam:
+            ref = cam(input_tensor=x.clone().requires_grad_(True), targets=[ClassifierOutputTarget(c) for c in classes])
+        assert ours.shape == ref.shape == (4, 64, 64) and ours.std() > 0
+        assert np.allclose(ours, np.nan_to_num(ref), atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters())  # left as found: trainable, no hooks
+    assert not any(layer._forward_hooks for layer in resolve_layers(model, names))

@@ -29,7 +29,8 @@ def _seed0_checkpoint(cfg: BenchmarkConfig, task: str, name: str, record: Dict[s
     if original.exists():
         return original, False
     run = record_path(cfg, task, name, 0).parent / "cam_run"
-    print(f"[{task} / {name} / seed 0] retraining for the CAM search (its checkpoint is gone)", flush=True)
+    if not (run / "best.pt").exists():
+        print(f"[{task} / {name} / seed 0] retraining for the CAM search (its checkpoint is gone)", flush=True)
     train_run(cfg, task, cfg.models[name], run, epochs=cfg.epochs, seed=0, options=record["train_options"])
     return run / "best.pt", True
 
@@ -93,5 +94,8 @@ def cam_notes(records: List[Dict[str, Any]], task: str, models: List[str]) -> Li
                          f"({scored} of {len(rs)} seeds scored)")
     if not lines:
         return []
+    rest = [m for m in models if any(r["task"] == task and r["model"] == m for r in records)
+            and not any(r["task"] == task and r["model"] == m and "cam_method" in r for r in records)]
+    tail = [f"- the other {len(rest)} models: their default CAM, not yet searched"] if rest else []
     return ["", "Pointing game and energy lift at each model's CAM chosen on val by the same grid "
-                "(`rensenet benchmark --fair-heatmaps`; seeds without a checkpoint are not scored):", *lines]
+                "(`rensenet benchmark --fair-heatmaps`; seeds without a checkpoint are not scored):", *lines, *tail]
