@@ -152,7 +152,7 @@ def dense_vs_tiled(ckpt: str, task: str, limits: Dict[int, Optional[int]]) -> No
                     f"{diffs.max():.3f} | {corr:.4f} ") if i == 0 else "| | | | | | | | "
             print(f"{lead}| {label} | {cpms['dense']:.3f} | {cpms['tiled']:.3f} |", flush=True)
     print("\n(Map seconds per slice: the window probabilities alone, in this process, on the slice with half a window "
-          "of black around it; candidates, heatmaps, reading and writing come on top. A CPM over fewer slices than the "
+          "and the model's context of black around it; candidates, heatmaps, reading and writing come on top. A CPM over fewer slices than the "
           "split counts only their lesions.)\n")
 
 
