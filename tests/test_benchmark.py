@@ -30,6 +30,12 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model entry 'x' needs 'model:"):
         BenchmarkConfig.load(tmp_path / "b.yaml")
     assert BenchmarkConfig.load(Path(__file__).parents[1] / "benchmarks" / "full.yaml").seeds == [0, 1, 2]
+    scans = Path(__file__).parents[1] / "benchmarks" / "scans.yaml"
+    assert BenchmarkConfig.load(scans).cam_choices["lung-nodule-scans"]["task"] == "lung-nodule-ct"
+    for bad in ({"kidney-stone-scans": "runs/cam_grid"}, {"no-such-task": {"results": "r.json", "task": "t"}}):
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump({**yaml.safe_load(scans.read_text()), "cam_choices": bad}))
+        with pytest.raises(ValueError, match=r"cam_choices .* \{results: FILE, task: WINDOW_TASK\}"):
+            BenchmarkConfig.load(tmp_path / "s.yaml")
 
 
 def test_paired_test_over_seeds() -> None:
