@@ -52,14 +52,12 @@ def cam_choice(cfg: BenchmarkConfig, task: str, name: str) -> Dict[str, Any]:
     matching window task (``cam_choices``: its records in that benchmark's results), or the model's default (both
     None) where there is none."""
     where = cfg.cam_choices.get(task)
-    path = Path(where["results"]) if where else None
-    if path is None or not path.exists():
-        return {"cam_method": None, "cam_target": None}
-    chosen = [r for r in json.loads(path.read_text()) if r.get("task") == where["task"] and r.get("model") == name
-              and r.get("cam_method")]
-    if not chosen:
-        return {"cam_method": None, "cam_target": None}
-    return {"cam_method": chosen[0]["cam_method"], "cam_target": list(chosen[0]["cam_target"])}
+    results = Path(where["results"]) if where else None
+    records = json.loads(results.read_text()) if results is not None and results.exists() else []
+    chosen = next((r for r in records if r.get("task") == where["task"] and r.get("model") == name
+                   and r.get("cam_method")), None)
+    return {"cam_method": chosen["cam_method"] if chosen else None,
+            "cam_target": list(chosen["cam_target"]) if chosen else None}
 
 
 def scan_record(cfg: BenchmarkConfig, task: str, name: str, seed: int, *, run: Path, out: Path,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..base import TrainConfig
+from ..base.cam import DEFAULT_METHOD
 from ..base.io import atomic_write, write_csv, write_text
 from ..data.volumes import Volume, display_to_source
 from ..explanation.figures import scan_overlay
@@ -48,6 +49,17 @@ def write_map(path: Path, volume: Volume, maps: np.ndarray) -> Path:
     img.header.set_slope_inter(1 / 255, 0)
     target = path.with_name(path.name + ".nii.gz")
     return atomic_write(target, lambda p: nib.save(img, str(p)))
+
+
+def _placement(s: Any) -> str:
+    """Where the report says candidates lie: the heatmap's peak (with the CAM, where not the model's default) or
+    the map's."""
+    if s.refine != "cam":
+        return "the probability map's peak."
+    if not (s.cam_method or s.cam_layers):
+        return "the heatmap's peak inside their window (CAM-refined)."
+    layers = ", ".join(s.cam_layers) if s.cam_layers else "the default layers"
+    return f"the heatmap's peak inside their window (CAM-refined: {s.cam_method or DEFAULT_METHOD} on {layers})."
 
 
 class ScanWriter:
@@ -129,10 +141,7 @@ class ScanWriter:
             f"{f' at {cfg.scale:g}x' if cfg.scale != 1 else ''}; window {s.window or cfg.window or 'as in the images'}). "
             f"Dense evaluation at stride {s.stride} px of the model's input, candidates {s.radius:g} px apart at "
             f"least, up to {s.max_candidates} per slice, placed at "
-            + ("the heatmap's peak inside their window (CAM-refined" + (
-                f": {s.cam_method or 'hirescam'} on {', '.join(s.cam_layers) if s.cam_layers else 'the default layers'}"
-                if s.cam_method or s.cam_layers else "") + ")." if s.refine == "cam" else
-               "the probability map's peak."), "",
+            + _placement(s), "",
             f"{len(ok)} inputs, {self.slices} slices, **{self.seconds_per_slice:.3f} s per slice** "
             f"({self.seconds:.1f} s in all), {len(cands)} candidates.", "",
         ]
