@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..base.io import write_json
-from ..data import read_manifest, select_split
+from ..data import image_shape, read_manifest, select_split
 from .config import BenchmarkConfig, base_options, unit_sweep, units
 from .cost import seconds_per_call, train_step
 from .processes import machine_description
@@ -29,12 +29,8 @@ def estimate_path(cfg: BenchmarkConfig) -> Path:
 
 def _split_sizes(data: Path) -> Dict[str, Any]:
     manifest = read_manifest(data)
-    first = select_split(manifest, "train")
-    from PIL import Image
-
-    with Image.open(Path(manifest.attrs["root"]) / first["path"].iloc[0]) as im:
-        w, h = im.size
-    return {"shape": (h, w), **{s: len(select_split(manifest, s)) for s in ("train", "val", "test")}}
+    first = select_split(manifest, "train")["path"].iloc[0]
+    return {"shape": image_shape(Path(manifest.attrs["root"]) / first), **{s: len(select_split(manifest, s)) for s in ("train", "val", "test")}}
 
 
 def _classifier_seconds(spec: Dict[str, Any], opts: Dict[str, Any], shape: tuple) -> Dict[str, float]:

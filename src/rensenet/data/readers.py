@@ -85,6 +85,17 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def image_shape(path: PathLike) -> Tuple[int, int]:
+    """(H, W) of a PNG/JPG/TIFF slice from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size[::-1]
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e}); re-export it as PNG") from None
+
+
 def read_dicom(path: PathLike, window: Union[None, str, Tuple[float, float]] = "abdomen") -> np.ndarray:
     """A DICOM slice: pixel data -> HU (RescaleSlope/Intercept) -> window -> (H, W) in [0, 1].
 

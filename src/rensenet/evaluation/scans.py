@@ -16,7 +16,7 @@ import pandas as pd
 from ..base.froc import FP_RATES, ImageMatch, froc_curve, match_image, sensitivity_at
 from ..base.io import save_figure, write_json
 from ..base.stats import TERCILES, patient_bootstrap, size_terciles
-from ..data import DataError, read_manifest, select_split
+from ..data import DataError, image_shape, read_manifest, select_split
 from ..data.readers import read_mask
 from ..data.windows import lesion_boxes, lesion_sizes
 
@@ -44,19 +44,12 @@ def match_scans(candidates: pd.DataFrame, frame: pd.DataFrame, *, tolerance: flo
     root = Path(frame.attrs["root"])
     matches = []
     for i, row in frame.reset_index(drop=True).iterrows():
-        mask = read_mask(root / row["mask_path"], _shape(root / row["path"])) if row["mask_path"] else None
+        mask = read_mask(root / row["mask_path"], image_shape(root / row["path"])) if row["mask_path"] else None
         boxes = lesion_boxes(row["bbox"], mask)
         mine = candidates[rows == i]
         matches.append(match_image(mine[["x", "y", "score"]].to_numpy(float), boxes, tolerance=tolerance,
                                    sizes=lesion_sizes(boxes, mask)))
     return matches
-
-
-def _shape(path: Path) -> tuple:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size[::-1]
 
 
 def evaluate_scans(candidates: Union[str, Path, pd.DataFrame], data: Union[str, Path], *, split: str = "test",

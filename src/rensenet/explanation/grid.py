@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch.nn as nn
@@ -54,11 +54,18 @@ class CamChoice:
         return {"method": self.method, "target_layers": self.target_layers, "split": self.split, "rows": self.rows}
 
 
-def score_settings(checkpoint: Union[str, Path], data: Union[str, Path], settings: Sequence[Tuple[str, List[str]]], *,
-                   split: str, n_boot: int = 200, device: str = "auto") -> List[Dict[str, Any]]:
+Settings = Sequence[Tuple[str, List[str]]]
+
+
+def score_settings(checkpoint: Union[str, Path], data: Union[str, Path],
+                   settings: Union[Settings, Callable[[nn.Module], Settings]], *, split: str, n_boot: int = 200,
+                   device: str = "auto") -> List[Dict[str, Any]]:
     """Pointing game and energy lift of the lesion class's heatmap for each (method, layers), the model and
-    images loaded once. A setting the CAM library cannot run (a layer with several outputs) gets its reason."""
+    images loaded once; ``settings`` may be a function of the loaded model (its layer names). A setting the CAM
+    library cannot run (a layer with several outputs) gets its reason."""
     model, _, frame, x, masks = load_split(checkpoint, data, split=split, device=resolve_device(device))
+    if callable(settings):
+        settings = settings(model)
     rows_ = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
     if not len(rows_):
         raise ValueError(f"{data}: split {split!r} has no lesion masks: heatmaps cannot be scored")
@@ -81,11 +88,8 @@ def choose_cam(checkpoint: Union[str, Path], data: Union[str, Path], *, split: s
                methods: Sequence[str] = GRID_METHODS, n_boot: int = 200, device: str = "auto") -> CamChoice:
     """Search :data:`GRID_METHODS` x :func:`layer_grid` on ``split`` (val: never choose on test); the best
     pointing game wins, energy lift breaks ties."""
-    from ..base import load_model
-
-    model, _ = load_model(checkpoint)
-    settings = [(m, layers) for m in methods for layers in layer_grid(model)]
-    rows = score_settings(checkpoint, data, settings, split=split, n_boot=n_boot, device=device)
+    rows = score_settings(checkpoint, data, lambda model: [(m, layers) for m in methods for layers in layer_grid(model)],
+                          split=split, n_boot=n_boot, device=device)
     scored = [r for r in rows if "error" not in r]
     if not scored:
         raise ValueError(f"{checkpoint}: no CAM setting of the grid could run: {rows[0].get('error')}")
