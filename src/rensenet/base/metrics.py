@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def auc_score(labels: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC: of class 1 for two classes, one-vs-rest macro otherwise; NaN when a class is missing."""
+    from sklearn.metrics import roc_auc_score  # here, not at import: scikit-learn costs a scan's start-up 1 s
+
     labels = np.asarray(labels)
     n_classes = probs.shape[1]
     present = np.unique(labels)
