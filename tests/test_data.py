@@ -17,6 +17,7 @@ from rensenet.data import (
     SliceDataset,
     apply_window,
     build_transforms,
+    image_shape,
     parse_window,
     read_dicom,
     read_image,
@@ -54,6 +55,8 @@ def test_png_8_and_16_bit_scale_to_unit_range(tmp_path: Path) -> None:
     a16 = np.array([[0, 65535], [13107, 32768]], dtype=np.uint16)
     Image.fromarray(a16).save(tmp_path / "b.png")
     assert np.allclose(read_image(tmp_path / "b.png"), a16 / 65535.0, atol=1e-6)
+    wide = _png(tmp_path / "wide.png", np.zeros((3, 7), dtype=np.uint8))
+    assert image_shape(wide) == (3, 7) == read_image(wide).shape  # (H, W), as the pixels are read
 
 
 def test_windows_by_hand() -> None:
@@ -97,6 +100,9 @@ def test_unreadable_and_missing_images_name_the_file(tmp_path: Path) -> None:
         read_image(tmp_path / "broken.png")
     with pytest.raises(ImageReadError, match="nope.png: file not found"):
         read_image(tmp_path / "nope.png")
+    for bad, why in (("broken.png", "not a readable image"), ("nope.png", "file not found")):
+        with pytest.raises(ImageReadError, match=f"{bad}: {why}"):
+            image_shape(tmp_path / bad)
 
 
 # --- manifest ---------------------------------------------------------------------------------------------------
