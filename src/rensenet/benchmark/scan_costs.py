@@ -30,7 +30,8 @@ def estimate_path(cfg: BenchmarkConfig) -> Path:
 def _split_sizes(data: Path) -> Dict[str, Any]:
     manifest = read_manifest(data)
     first = select_split(manifest, "train")["path"].iloc[0]
-    return {"shape": image_shape(Path(manifest.attrs["root"]) / first), **{s: len(select_split(manifest, s)) for s in ("train", "val", "test")}}
+    sizes = {split: len(select_split(manifest, split)) for split in ("train", "val", "test")}
+    return {"shape": image_shape(Path(manifest.attrs["root"]) / first), **sizes}
 
 
 def _classifier_seconds(spec: Dict[str, Any], opts: Dict[str, Any], shape: tuple) -> Dict[str, float]:
