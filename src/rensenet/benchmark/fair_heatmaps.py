@@ -96,6 +96,6 @@ def cam_notes(records: List[Dict[str, Any]], task: str, models: List[str]) -> Li
         return []
     rest = [m for m in models if any(r["task"] == task and r["model"] == m for r in records)
             and not any(r["task"] == task and r["model"] == m and "cam_method" in r for r in records)]
-    tail = [f"- the other {len(rest)} models: their default CAM, not yet searched"] if rest else []
+    tail = [f"- at the default CAM, not yet searched: {', '.join(rest)}"] if rest else []
     return ["", "Pointing game and energy lift at each model's CAM chosen on val by the same grid "
                 "(`rensenet benchmark --fair-heatmaps`; seeds without a checkpoint are not scored):", *lines, *tail]
