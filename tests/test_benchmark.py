@@ -346,10 +346,12 @@ def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path
     assert "## Budget" in Path("report/SCANS.md").read_text()
 
 
-def test_fair_heatmaps_choose_every_models_cam_on_val_and_score_each_seed_at_it(bench_copy: Path,
-                                                                                lung_small: Path) -> None:
+def test_fair_heatmaps_choose_every_models_cam_on_val_and_score_each_seed_at_it(bench_copy: Path, lung_small: Path,
+                                                                                capsys) -> None:
     """The same grid for every model, chosen on val by pointing game; seed 0 retrained where its checkpoint is
-    gone; a seed without a checkpoint is named, not scored; running again changes nothing."""
+    gone; a seed without a checkpoint is named, not scored; seed 0's panel at the chosen CAM is kept beside the
+    report for the chosen-CAM figure, and a clone without the search's files redraws it from the choice on record
+    without searching again; running again changes nothing."""
     from rensenet.base import load_model
     from rensenet.explanation import explain_model
     from rensenet.explanation.grid import GRID_METHODS, layer_grid
@@ -382,6 +384,21 @@ def test_fair_heatmaps_choose_every_models_cam_on_val_and_score_each_seed_at_it(
     assert "(2 of 2 seeds scored)" in report and "(1 of 2 seeds scored)" in report
     panel = np.load(Path("runs") / lung_small.name / "resnet18" / "seed1" / "explain_fair" / "lesions.npz")
     assert np.allclose(panel["cams"], again.lesion_cams[:8], atol=2e-3)  # the figure shows the chosen heatmaps
+    chosen = Path("report/heatmaps_chosen") / lung_small.name
+    for name in ("resnet18", "rensenet_s"):
+        run0 = np.load(Path("runs") / lung_small.name / name / "seed0" / "explain_fair" / "lesions.npz")
+        assert np.array_equal(np.load(chosen / f"{name}.npz")["cams"], run0["cams"])
+    assert f"![Heatmaps at the CAM chosen on val](heatmaps_chosen_{lung_small.name}.png)" in report
+    assert Image.open(f"report/heatmaps_chosen_{lung_small.name}.png").size[1] > 300  # CT row + 2 models
+    # a clone: the search's files are gone (runs/ is not committed), and so is the panel
+    (Path("runs") / "cam_grid" / lung_small.name / "resnet18.json").unlink()
+    (chosen / "resnet18.npz").unlink()
+    capsys.readouterr()
+    assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps", "--models", "resnet18"]) == 0
+    assert "CAM grid on val" not in capsys.readouterr().out  # the choice on record is kept, not searched again
+    kept = json.loads((Path("runs") / "cam_grid" / lung_small.name / "resnet18.json").read_text())
+    assert (kept["method"], kept["target_layers"]) == (after["resnet18", 0]["cam_method"], after["resnet18", 0]["cam_target"])
+    assert "searched_on" in kept and (chosen / "resnet18.npz").exists()
     stamp = Path("results.json").read_text()
     assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps"]) == 0
     assert Path("results.json").read_text() == stamp

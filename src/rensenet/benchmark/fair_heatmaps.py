@@ -4,7 +4,9 @@ chosen on val by the same grid (:mod:`rensenet.explanation.grid`), then every se
 The choice is made on seed 0's checkpoint, retrained from its record's options where it is gone (runs copied from
 another machine carry none); a seed without a checkpoint is not scored, its row says so. The pointing game and
 energy lift a record had before (its default CAM) stay in ``pointing_game_default_cam`` and
-``energy_lift_default_cam``.
+``energy_lift_default_cam``. The grid runs once per (task, model): a choice already on record is kept when seed 0
+is retrained again, which is how a clone redraws the chosen-CAM figure (seed 0's panel, committed beside the report
+in ``heatmaps_chosen/``) without repeating the search.
 """
 from __future__ import annotations
 
@@ -20,6 +22,30 @@ from .runs import train_run
 
 def choice_path(cfg: BenchmarkConfig, task: str, name: str) -> Path:
     return Path(cfg.out) / "cam_grid" / task / f"{name}.json"
+
+
+def chosen_panel_path(cfg: BenchmarkConfig, task: str, name: str) -> Path:
+    """Seed 0's first test lesions at its chosen CAM: beside the report, so the figure travels with the results."""
+    return Path(cfg.report).parent / "heatmaps_chosen" / task / f"{name}.npz"
+
+
+def _choice(cfg: BenchmarkConfig, task: str, name: str, seed0: Path, retrained: bool,
+            record: Dict[str, Any]) -> Dict[str, Any]:
+    """The CAM of this (task, model): searched on val with this checkpoint, or the one already on record."""
+    path = choice_path(cfg, task, name)
+    if path.exists() and json.loads(path.read_text()).get("checkpoint") == str(seed0):
+        return json.loads(path.read_text())
+    from ..explanation.grid import choose_cam
+
+    if record.get("cam_method"):  # searched before, on a checkpoint since gone: keep that choice
+        choice = {"method": record["cam_method"], "target_layers": record["cam_target"],
+                  "searched_on": "an earlier checkpoint of seed 0 (the choice on record)"}
+    else:
+        print(f"[{task} / {name}] CAM grid on val", flush=True)
+        choice = choose_cam(seed0, Path(cfg.data_root) / task, split="val", n_boot=cfg.n_boot).to_dict()
+    choice = {**choice, "checkpoint": str(seed0), "retrained": retrained}
+    write_json(path, choice)
+    return choice
 
 
 def _seed0_checkpoint(cfg: BenchmarkConfig, task: str, name: str, record: Dict[str, Any]) -> tuple:
@@ -39,7 +65,6 @@ def fair_heatmaps(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
                   only_tasks: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """Choose each (task, model)'s CAM on val and score its seeds on test; the records, saved."""
     from ..explanation import explain_model, lesion_panel, save_lesion_panel
-    from ..explanation.grid import choose_cam
 
     if cfg.kind == "scans":
         raise ValueError("--fair-heatmaps scores heatmaps of window classifiers against lesion masks: give it a "
@@ -52,19 +77,13 @@ def fair_heatmaps(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
             continue  # not trained, or a task without lesion masks
         data = Path(cfg.data_root) / task
         seed0, retrained = _seed0_checkpoint(cfg, task, name, records[0])
-        path = choice_path(cfg, task, name)
-        if path.exists() and json.loads(path.read_text()).get("checkpoint") == str(seed0):
-            choice = json.loads(path.read_text())
-        else:
-            print(f"[{task} / {name}] CAM grid on val", flush=True)
-            choice = {**choose_cam(seed0, data, split="val", n_boot=cfg.n_boot).to_dict(), "checkpoint": str(seed0),
-                      "retrained": retrained}
-            write_json(path, choice)
+        choice = _choice(cfg, task, name, seed0, retrained, records[0])
         for seed, record in records.items():
             ckpt = seed0 if seed == 0 else Path(record["run"]) / "best.pt"
             done = record.get("cam_method") == choice["method"] and record.get("cam_target") == choice["target_layers"]
-            if done and (record.get("pointing_game") is not None or not ckpt.exists()):
-                continue  # scored at this choice, or cannot be
+            scored = record.get("pointing_game") is not None and (seed or chosen_panel_path(cfg, task, name).exists())
+            if done and (scored or not ckpt.exists()):
+                continue  # scored at this choice (seed 0 with its figure panel), or cannot be
             update: Dict[str, Any] = {"cam_method": choice["method"], "cam_target": choice["target_layers"],
                                       "cam_checkpoint": None, "pointing_game": None, "energy_lift": None}
             if "cam_method" not in record:  # first time: keep what the default CAM scored
@@ -73,8 +92,10 @@ def fair_heatmaps(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
             if ckpt.exists():
                 e = explain_model(ckpt, data, split="test", method=choice["method"],
                                   target_layers=choice["target_layers"], faithfulness=False, n_boot=cfg.n_boot)
-                save_lesion_panel(record_path(cfg, task, name, seed).parent / "explain_fair" / "lesions.npz",
-                                  lesion_panel(e))  # the report's heatmap figure, at this setting
+                panel = lesion_panel(e)
+                save_lesion_panel(record_path(cfg, task, name, seed).parent / "explain_fair" / "lesions.npz", panel)
+                if seed == 0:  # the report's chosen-CAM figure
+                    save_lesion_panel(chosen_panel_path(cfg, task, name), panel)
                 update.update(pointing_game=e.localization["pointing_game"]["value"],
                               energy_lift=e.localization["energy_lift"]["value"],
                               cam_checkpoint="retrained here" if seed == 0 and retrained else "original")

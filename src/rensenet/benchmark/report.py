@@ -9,7 +9,7 @@ import numpy as np
 
 from ..base.io import write_text
 from .config import COST_FIELDS, BenchmarkConfig, base_options, fmt_opts, selection_key, unit_sweep
-from .fair_heatmaps import cam_notes
+from .fair_heatmaps import cam_notes, chosen_panel_path
 from .records import record_path
 from .sweep import kept_sweep, untried_points
 
@@ -29,8 +29,7 @@ def paired_test(records: List[Dict[str, Any]], task: str, a: str, b: str, metric
 
 
 def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str, *, n: int = 8) -> Optional[Path]:
-    """Every model's heatmap (its default CAM, or the one chosen on val by ``--fair-heatmaps``) on the same first
-    ``n`` test lesions, side by side.
+    """Every model's heatmap at its default CAM on the same first ``n`` test lesions, side by side.
 
     Each model is shown from its lowest seed with the saved panel (``explain/lesions.npz``, which travels with
     the results) or, failing that, a checkpoint. A model with neither (a record published by another clone) is
@@ -44,10 +43,9 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
     shown = [name for name in cfg.models if any(r["task"] == task and r["model"] == name for r in records)]
     for name in shown:
         for r in sorted((r for r in records if r["task"] == task and r["model"] == name), key=lambda r: r["seed"]):
-            fair = r.get("cam_method") is not None  # scored at the CAM chosen on val (--fair-heatmaps)
-            saved = record_path(cfg, task, name, r["seed"]).parent / ("explain_fair" if fair else "explain") / "lesions.npz"
+            saved = record_path(cfg, task, name, r["seed"]).parent / "explain" / "lesions.npz"
             ckpt = Path(r["run"]) / "best.pt"
-            if not fair and not saved.exists() and ckpt.exists():
+            if not saved.exists() and ckpt.exists():
                 e = explain_model(ckpt, data, **{"split": "test", **cfg.explain, "faithfulness": False, "n_boot": 10})
                 if not len(e.lesion_rows):
                     return None
@@ -60,6 +58,32 @@ def heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task
         return None
     path = compare_panels(panels, Path(cfg.report).parent)
     return path.replace(figure)
+
+
+def chosen_heatmap_comparison(cfg: BenchmarkConfig, records: List[Dict[str, Any]], task: str, *,
+                              n: int = 8) -> List[str]:
+    """Report lines for the figure of seed 0's heatmaps at each model's CAM chosen on val, drawn from the panels
+    ``--fair-heatmaps`` commits beside the report; the models it lacks are named under it."""
+    from ..explanation import compare_panels, load_lesion_panel
+
+    panels, missing = {}, []
+    for name in cfg.models:
+        r = next((r for r in records if r["task"] == task and r["model"] == name and r["seed"] == 0), None)
+        if r is None or r.get("pointing_game", r.get("pointing_game_default_cam")) is None:
+            continue  # not trained, or no lesion masks
+        saved = chosen_panel_path(cfg, task, name)
+        if r.get("cam_method") and saved.exists():
+            label = f"{name} ({r['cam_method']}: {' + '.join(r['cam_target'])})"
+            panels[label] = {k: v[:n] for k, v in load_lesion_panel(saved).items()}
+        else:
+            missing.append(name)
+    if not panels:
+        return []
+    figure = Path(cfg.report).parent / f"heatmaps_chosen_{task}.png"
+    compare_panels(panels, Path(cfg.report).parent).replace(figure)
+    tail = f" Not in it yet (no panel at a chosen CAM): {', '.join(missing)}." if missing else ""
+    return [f"Seed 0's heatmaps at each model's CAM chosen on val, on the same test lesions.{tail}", "",
+            f"![Heatmaps at the CAM chosen on val]({figure.name})", ""]
 
 
 def sweep_table(cfg: BenchmarkConfig, task: str) -> List[str]:
@@ -155,7 +179,8 @@ def report(cfg: BenchmarkConfig, records: List[Dict[str, Any]], *, reference: st
         lines += ["", f"![AUC vs GFLOPs](auc_vs_gflops_{task}.png)", ""]
         heatmaps = report_dir / f"heatmaps_{task}.png"
         if heatmap_comparison(cfg, rows, task) is not None or heatmaps.exists():
-            lines += [f"![Heatmaps of every model on the same test lesions]({heatmaps.name})", ""]
+            lines += [f"![Heatmaps of every model at its default CAM on the same test lesions]({heatmaps.name})", ""]
+        lines += chosen_heatmap_comparison(cfg, rows, task)
         lines += sweep_table(cfg, task)
     text = "\n".join(lines) + "\n"
     write_text(cfg.report, text)
