@@ -33,8 +33,9 @@ def _choice(cfg: BenchmarkConfig, task: str, name: str, seed0: Path, retrained: 
             record: Dict[str, Any]) -> Dict[str, Any]:
     """The CAM of this (task, model): searched on val with this checkpoint, or the one already on record."""
     path = choice_path(cfg, task, name)
-    if path.exists() and json.loads(path.read_text()).get("checkpoint") == str(seed0):
-        return json.loads(path.read_text())
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if kept.get("checkpoint") == str(seed0):
+        return kept
     from ..explanation.grid import choose_cam
 
     if record.get("cam_method"):  # searched before, on a checkpoint since gone: keep that choice
