@@ -82,6 +82,8 @@ def test_contract_forward_intermediates_equal_features_only(name: str) -> None:
         inter = model.forward_intermediates(x, intermediates_only=True)
         last, inter2 = model.forward_intermediates(x)
     assert len(outs) == len(inter) == len(model.feature_info) and features.feature_info.module_name()[-1] == "fusion"
+    modules = dict(model.named_modules())  # each stage is a layer a CAM (and the CAM grid) can target by name
+    assert [f["module"] for f in model.feature_info if f["module"] not in modules] == []
     for a, b, c in zip(outs, inter, inter2):
         assert torch.equal(a, b) and torch.equal(a, c)
     assert [o.shape[1] for o in outs] == features.feature_info.channels()

@@ -59,7 +59,8 @@ class ECMNet(ThreeHeadNet):
 
         self.head, self.backbone_head, self.ecm_head = head(self.num_features), head(chs[-1]), head(self.ecm.out_chs)
         self.feature_info: List[Dict[str, Any]] = [
-            dict(num_chs=c, reduction=r, module=f"body.{m}")
+            # a features_only body flattens nested names (features.denseblock1 -> features_denseblock1)
+            dict(num_chs=c, reduction=r, module="body." + m.replace(".", "_"))
             for c, r, m in zip(chs, reductions, self.body.feature_info.module_name())
         ] + [dict(num_chs=self.num_features, reduction=reductions[-1], module="fusion")]
 
