@@ -88,6 +88,7 @@ def test_training_from_whole_images_learns(kidney_model: Path, kidney_scans: Pat
     history = pd.read_csv(kidney_model.parent / "history.csv")
     assert {"val_cpm", "val_sens_at_1fp", "hard_negatives", "mined"} <= set(history.columns)
     assert history.hard_negatives.is_monotonic_increasing and history.hard_negatives.iloc[-1] > 0
+    assert history.mined.iloc[0] > 0 and history.mined.iloc[-1] == 0  # nothing mined for an epoch that never comes
     assert history.val_cpm.max() > 0
 
 

@@ -105,7 +105,8 @@ def estimate_scan_budget(cfg: BenchmarkConfig) -> List[Dict[str, Any]]:
             t = _classifier_seconds(spec, opts, n["shape"])
             windows = n["train"] * int(opts.get("windows_per_image", 8))
             mining = n["train"] if opts.get("hard_negatives") else 0
-            run_s = cfg.epochs * (windows * t["window_s"] + (n["val"] + mining) * t["scan_s"])
+            run_s = (cfg.epochs * (windows * t["window_s"] + n["val"] * t["scan_s"])
+                     + (cfg.epochs - 1) * mining * t["scan_s"])  # no mining after the last epoch
             points = int(np.prod([len(v) for v in unit_sweep(cfg, task, name).values()] or [1]))
             runs = points + seeds - 1  # seed 0 is the sweep's winning run
         total = runs * run_s + seeds * n["test"] * t["scan_s"]

@@ -60,7 +60,8 @@ class ImageData:
         record = {"val_auc": auc_score(labels, probs), "val_accuracy": float((probs.argmax(1) == labels).mean())}
         return record[self.selection], record
 
-    def after_epoch(self, model: torch.nn.Module, epoch: int, device: torch.device) -> Dict[str, Any]:
+    def after_epoch(self, model: torch.nn.Module, epoch: int, device: torch.device, *,
+                    last: bool = False) -> Dict[str, Any]:
         """Nothing to update between epochs (whole-image training mines hard negatives here)."""
         return {}
 

@@ -164,7 +164,8 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext) -> TrainResult:
             n_seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
         train_seconds = time.time() - t0
-        mined = data.after_epoch(model, epoch, ctx.device) if ctx.is_main else {}
+        last = epoch + 1 == cfg.epochs  # what is mined after the last epoch would never be sampled
+        mined = data.after_epoch(model, epoch, ctx.device, last=last) if ctx.is_main else {}
         data.load_state(distributed.broadcast_object(ctx, data.state()))  # every rank samples the same windows
 
         if ctx.is_main:

@@ -102,11 +102,15 @@ class WindowData:
         return score, {"val_cpm": score, "val_sens_at_1fp": sensitivity_at(matches, (1.0,))[1.0]}
 
     @torch.no_grad()
-    def after_epoch(self, model: torch.nn.Module, epoch: int, device: torch.device) -> Dict[str, Any]:
-        """Scan every training image and add its ``hard_negatives`` highest-scoring false-positive windows."""
+    def after_epoch(self, model: torch.nn.Module, epoch: int, device: torch.device, *,
+                    last: bool = False) -> Dict[str, Any]:
+        """Scan every training image and add its ``hard_negatives`` highest-scoring false-positive windows; not
+        after the ``last`` epoch, whose windows no epoch would sample (a scan of every image, for nothing)."""
         k = self.cfg.hard_negatives
         if not k:
             return {}
+        if last:
+            return {"hard_negatives": sum(len(v) for v in self.hard.values()), "mined": 0}
         scorer = self._scorer(model, device)
         added = 0
         for i, image in enumerate(self.images):
