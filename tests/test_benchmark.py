@@ -405,3 +405,15 @@ def test_fair_heatmaps_choose_every_models_cam_on_val_and_score_each_seed_at_it(
     stamp = Path("results.json").read_text()
     assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps"]) == 0
     assert Path("results.json").read_text() == stamp
+    # after a fix to a model's layer names: the choice on record is searched again, the default-CAM scores stay
+    assert cli(["benchmark", "--config", "b.yaml", "--search-again"]) == 2  # only with --fair-heatmaps
+    assert cli(["benchmark", "--config", "b.yaml", "--fair-heatmaps", "--models", "resnet18", "--search-again"]) == 0
+    assert "CAM grid on val" in capsys.readouterr().out
+    searched = json.loads((Path("runs") / "cam_grid" / lung_small.name / "resnet18.json").read_text())
+    assert "searched_on" not in searched and [(r["method"], r["target_layers"]) for r in searched["rows"]] == \
+        [(m, layers) for m in GRID_METHODS for layers in layer_grid(load_model(searched["checkpoint"])[0])]
+    final = {(r["model"], r["seed"]): r for r in json.loads(Path("results.json").read_text())}
+    for seed in (0, 1):
+        assert (final["resnet18", seed]["cam_method"], final["resnet18", seed]["cam_target"]) == \
+            (searched["method"], searched["target_layers"])
+        assert final["resnet18", seed]["pointing_game_default_cam"] == records["resnet18", seed]["pointing_game"]

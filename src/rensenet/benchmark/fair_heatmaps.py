@@ -6,7 +6,8 @@ another machine carry none); a seed without a checkpoint is not scored, its row 
 energy lift a record had before (its default CAM) stay in ``pointing_game_default_cam`` and
 ``energy_lift_default_cam``. The grid runs once per (task, model): a choice already on record is kept when seed 0
 is retrained again, which is how a clone redraws the chosen-CAM figure (seed 0's panel, committed beside the report
-in ``heatmaps_chosen/``) without repeating the search.
+in ``heatmaps_chosen/``) without repeating the search; ``search_again`` discards it (after a fix to a model's layer
+names or to the grid), keeping the default-CAM scores on record.
 """
 from __future__ import annotations
 
@@ -30,15 +31,15 @@ def chosen_panel_path(cfg: BenchmarkConfig, task: str, name: str) -> Path:
 
 
 def _choice(cfg: BenchmarkConfig, task: str, name: str, seed0: Path, retrained: bool,
-            record: Dict[str, Any]) -> Dict[str, Any]:
+            record: Dict[str, Any], *, search_again: bool = False) -> Dict[str, Any]:
     """The CAM of this (task, model): searched on val with this checkpoint, or the one already on record."""
     path = choice_path(cfg, task, name)
-    kept = json.loads(path.read_text()) if path.exists() else {}
+    kept = json.loads(path.read_text()) if path.exists() and not search_again else {}
     if kept.get("checkpoint") == str(seed0):
         return kept
     from ..explanation.grid import choose_cam
 
-    if record.get("cam_method"):  # searched before, on a checkpoint since gone: keep that choice
+    if record.get("cam_method") and not search_again:  # searched before, on a checkpoint since gone: keep it
         choice = {"method": record["cam_method"], "target_layers": record["cam_target"],
                   "searched_on": "an earlier checkpoint of seed 0 (the choice on record)"}
     else:
@@ -63,8 +64,9 @@ def _seed0_checkpoint(cfg: BenchmarkConfig, task: str, name: str, record: Dict[s
 
 
 def fair_heatmaps(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = None,
-                  only_tasks: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Choose each (task, model)'s CAM on val and score its seeds on test; the records, saved."""
+                  only_tasks: Optional[List[str]] = None, search_again: bool = False) -> List[Dict[str, Any]]:
+    """Choose each (task, model)'s CAM on val (again, with ``search_again``) and score its seeds on test; the
+    records, saved."""
     from ..explanation import explain_model, lesion_panel, save_lesion_panel
 
     if cfg.kind == "scans":
@@ -78,7 +80,7 @@ def fair_heatmaps(cfg: BenchmarkConfig, *, only_models: Optional[List[str]] = No
             continue  # not trained, or a task without lesion masks
         data = Path(cfg.data_root) / task
         seed0, retrained = _seed0_checkpoint(cfg, task, name, records[0])
-        choice = _choice(cfg, task, name, seed0, retrained, records[0])
+        choice = _choice(cfg, task, name, seed0, retrained, records[0], search_again=search_again)
         for seed, record in records.items():
             ckpt = seed0 if seed == 0 else Path(record["run"]) / "best.pt"
             done = record.get("cam_method") == choice["method"] and record.get("cam_target") == choice["target_layers"]

@@ -21,6 +21,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fair-heatmaps", action="store_true",
                    help="choose every model's CAM method and target layers on val by the same grid (seed 0, retrained "
                         "where its checkpoint is gone), then score every seed with a checkpoint on test at it")
+    p.add_argument("--search-again", action="store_true",
+                   help="with --fair-heatmaps: run the CAM grid again even where a choice is on record (after a fix "
+                        "to a model's layers or to the grid); the default-CAM scores on record are kept")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
     p.add_argument("--sweep-only", action="store_true",
                    help="run the sweep points the config lists that have not run (after the grid grew), finished "
@@ -38,6 +41,8 @@ def run(a: argparse.Namespace) -> None:
     cfg = BenchmarkConfig.load(a.config)
     if a.drop_stale and not a.sweep_only:
         raise ValueError("--drop-stale goes with --sweep-only (it sets aside the seeds a new sweep choice made stale)")
+    if a.search_again and not a.fair_heatmaps:
+        raise ValueError("--search-again goes with --fair-heatmaps (it runs the CAM grid again)")
     if a.sweep_only:
         stale = sweep_units(cfg, only_models=a.models, only_tasks=a.tasks, parallel_runs=a.parallel_runs,
                             drop_stale=a.drop_stale)
@@ -52,7 +57,7 @@ def run(a: argparse.Namespace) -> None:
     elif a.fair_heatmaps:
         from ..benchmark.fair_heatmaps import fair_heatmaps
 
-        records = fair_heatmaps(cfg, only_models=a.models, only_tasks=a.tasks)
+        records = fair_heatmaps(cfg, only_models=a.models, only_tasks=a.tasks, search_again=a.search_again)
     else:
         records = run_benchmark(cfg, only_models=a.models, only_tasks=a.tasks, cost=not a.no_cost, jobs=a.jobs,
                                 parallel_runs=a.parallel_runs, config_path=a.config)
