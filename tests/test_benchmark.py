@@ -284,17 +284,18 @@ def test_unknown_model_in_selection_is_named(tmp_path: Path) -> None:
 
 
 def test_whole_image_benchmark_records_froc_and_cost_of_each_scan(tmp_path: Path, monkeypatch, capsys) -> None:
-    """``kind: scans`` on 42 slices of the embedded kidney sample: the learning rate chosen on val CPM, each seed scored by a
-    child ``rensenet scan`` (the record's CPM is the FROC of its candidates), the cost of scanning recorded, a
-    finished benchmark not run again, and the report with every model's FROC curve."""
+    """``kind: scans`` on 42 slices of the embedded kidney sample: the learning rate chosen on val CPM, each seed
+    scored by a child ``rensenet scan`` (the record's CPM is the FROC of its candidates), the cost of scanning
+    recorded, a finished benchmark not run again, and the report with every model's FROC curve."""
     from PIL import Image as PILImage
 
     from rensenet.benchmark import SCAN_RECORD_FIELDS
     from rensenet.benchmark.cost import gflops
     from rensenet.evaluation.scans import evaluate_scans
 
-    sample = small_manifest(Path(rensenet.__file__).parent / "data" / "sample", tmp_path / "data" / "kidney-stone-scans",
-                            task="kidney-stone-scans", per_split={"train": 24, "val": 6, "test": 12}).parent
+    sample = small_manifest(Path(rensenet.__file__).parent / "data" / "sample",
+                            tmp_path / "data" / "kidney-stone-scans", task="kidney-stone-scans",
+                            per_split={"train": 24, "val": 6, "test": 12}).parent
     config = {"kind": "scans", "data_root": str(sample), "out": "runs", "results": "scans.json",
               "report": "report/SCANS.md", "seeds": [0], "epochs": 1, "n_boot": 20,
               "train": {"batch_size": 16, "windows_per_image": 2, "hard_negatives": 1},
