@@ -65,13 +65,13 @@ def _absolute(frame: pd.DataFrame, src: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def kidney_model(kidney_scans: Path, tmp_path_factory) -> Path:
-    """rensenet_s trained from whole kidney slices: 64-px windows seen with 16 px of context, hard negatives mined
-    (and val CPM scanned) at stride 16, 4 epochs (about two minutes)."""
+    """rensenet_s trained from whole kidney slices: 64-px windows seen with 16 px of context, hard negatives,
+    4 epochs (about two minutes)."""
     out = tmp_path_factory.mktemp("kidney-run") / "run"
     assert cli(["train", "--data", str(kidney_scans), "--out", str(out), "--patch-size", "64", "--context", "16",
                 "--epochs", "4",
                 "--windows-per-image", "16", "--pos-fraction", "0.25", "--hard-negatives", "4", "--batch-size", "32",
-                "--mining-stride", "16", "--seed", "0", "--no-progress"]) == 0
+                "--seed", "0", "--no-progress"]) == 0
     return out / "best.pt"
 
 
