@@ -160,3 +160,150 @@ def test_a_gzipped_nifti_is_unpacked_once_and_its_temporary_file_removed(tmp_pat
     with pytest.raises(ImageReadError, match=r"cut.nii.gz: .*(damaged|not a readable)"):
         nifti_volume(tmp_path / "cut.nii.gz", window=(2000.0, 0.0))
     assert list((tmp_path / "t").iterdir()) == []
+
+
+def _series_error(folder: Path) -> str:
+    [result] = open_inputs([folder], window="lung")
+    assert isinstance(result, InputError), f"{folder.name} was accepted"
+    assert "\n" not in result.message
+    return result.message
+
+
+def test_a_series_with_a_repeated_or_missing_slice_is_refused(tmp_path: Path) -> None:
+    """Maps and millimetres assume evenly spaced slices: a gap or a repeated position would put every later slice
+    one off, so such a series is refused with the slices named."""
+    gap = write_series(tmp_path / "gap", 5, shuffle=(0, 1, 3, 4, 5))  # slice 2 missing: 5 mm between 1 and 3
+    assert "not evenly spaced: 2.5 mm between slices, but 5 mm between slices 1 and 2 (a missing slice?" in \
+        _series_error(gap)
+    repeated = write_series(tmp_path / "repeated", 4, shuffle=(0, 1, 2, 3))
+    ds = pydicom.dcmread(repeated / "img003.dcm")
+    ds.ImagePositionPatient = pydicom.dcmread(repeated / "img001.dcm").ImagePositionPatient
+    ds.save_as(repeated / "img003.dcm")
+    assert "1 repeated slice position(s) (slices 1 and 2 both at" in _series_error(repeated)
+    same = write_series(tmp_path / "same", 4, step=0.0, shuffle=(0, 1, 2, 3))  # every slice at one position
+    assert "3 repeated slice position(s)" in _series_error(same)
+    [ok] = open_inputs([write_series(tmp_path / "ok", 4, shuffle=(0, 1, 2, 3))], window="lung")
+    assert isinstance(ok, Volume) and ok.n_slices == 4
+
+
+def _damaged(path: Path, **tags) -> Path:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(CT)
+    for keyword, raw in tags.items():  # raw bytes: pydicom refuses to set a malformed value itself
+        tag = Tag(keyword)
+        ds._dict[tag] = RawDataElement(tag, "DS", len(raw), raw, 0, False, True)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("tag, raw, words", [
+    ("ImageOrientationPatient", b"1\\0\\0\\0\\1 ", "ImageOrientationPatient is '[1, 0, 0, 0, 1]', not 6 numbers"),
+    ("ImageOrientationPatient", b"1\\0\\0\\1\\0\\0 ", "ImageOrientationPatient [1.0, 0.0, 0.0, 1.0, 0.0, 0.0] is not two orthogonal"),
+    ("PixelSpacing", b"0.7 ", "PixelSpacing is '0.7', not 2 positive numbers"),
+    ("PixelSpacing", b"0.7\\0 ", "not 2 positive numbers"),
+    ("RescaleSlope", b"abcdefgh", "RescaleSlope is 'abcdefgh', not 1 number"),
+    ("ImagePositionPatient", b"1\\2 ", "ImagePositionPatient is '[1, 2]', not 3 numbers"),
+])
+def test_dicom_tags_of_the_wrong_shape_are_one_line_naming_file_and_tag(tmp_path: Path, tag, raw, words) -> None:
+    """Alone and inside a series, a damaged tag is refused when the input is opened, never mid-scan."""
+    alone = _damaged(tmp_path / "bad.dcm", **{tag: raw})
+    [failed] = open_inputs([alone], window="abdomen")
+    assert isinstance(failed, InputError) and failed.message.startswith(f"{alone}: ") and words in failed.message
+    series = write_series(tmp_path / "series", 3, shuffle=(0, 1, 2))
+    good = pydicom.dcmread(series / "img001.dcm")
+    bad = _damaged(tmp_path / "series" / "img001.dcm", **{tag: raw})
+    ds = pydicom.dcmread(bad)  # in the series: its UIDs, and its position unless that is the damaged tag
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = good.SeriesInstanceUID, good.SOPInstanceUID
+    if tag != "ImagePositionPatient":
+        ds.ImagePositionPatient = good.ImagePositionPatient
+    ds.save_as(bad)
+    [failed] = open_inputs([series], window="abdomen")
+    assert isinstance(failed, InputError) and tag in failed.message and "img001.dcm" in failed.message
+
+
+def _nifti_header_only(path: Path, shape: tuple, dtype=np.int16, payload: bytes = b"") -> Path:
+    """A .nii(.gz) whose header claims ``shape``, followed by ``payload`` (not the data it claims)."""
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_qform(np.eye(4), 1)
+    header["vox_offset"] = 352
+    data = header.binaryblock + b"\0" * (352 - len(header.binaryblock)) + payload
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def test_a_nifti_too_large_for_its_file_is_refused_before_anything_is_unpacked(tmp_path: Path, monkeypatch) -> None:
+    """A header may claim anything: 30000 x 30000 x 1000 voxels (1.6 TiB), or a 2 GiB volume in a few MB of
+    gzip. Both are refused from the header, and nothing is unpacked; a header that claims little is unpacked no
+    further than it claims."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    huge = _nifti_header_only(tmp_path / "huge.nii", (30000, 30000, 1000))
+    bomb = _nifti_header_only(tmp_path / "bomb.nii.gz", (2048, 1024, 1024), np.uint8, b"\0" * 2_000_000)
+    for path in (huge, bomb):
+        [failed] = open_inputs([path], window="abdomen")
+        assert isinstance(failed, InputError) and failed.message.startswith(f"{path}: its header declares ")
+        assert "crop or resample it" in failed.message
+    assert list((tmp_path / "t").iterdir()) == []
+    small = _nifti_header_only(tmp_path / "small.nii.gz", (4, 4, 2), np.int16, b"\1\0" * 32 + b"\0" * 5_000_000)
+    volume = nifti_volume(small, window=(400.0, 40.0), plane="axial")
+    [unpacked] = list((tmp_path / "t").iterdir())
+    assert unpacked.stat().st_size == 352 + 4 * 4 * 2 * 2  # what the header declares, not the 5 MB behind it
+    assert np.array_equal(volume.read_raw(0), np.ones((4, 4)))
+
+
+def test_nan_and_inf_voxels_are_replaced_counted_and_said(tmp_path: Path) -> None:
+    data = np.full((6, 5, 3), 40.0, np.float32)
+    data[1, 1, 1] = 500.0
+    data[0:2, 3:5, 1] = np.nan
+    data[5, 0, 1] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "v.nii")
+    volume = nifti_volume(tmp_path / "v.nii", window=(400.0, 40.0), plane="axial")
+    hu = volume.read_raw(1)
+    assert np.isfinite(hu).all() and volume.nonfinite == {1: 5}
+    assert sorted(np.unique(hu).tolist()) == [40.0, 500.0]  # NaN -> the lowest finite value, +inf -> the highest
+    assert int((hu == 500.0).sum()) == 2  # the real 500 and the +inf
+    assert volume.read_raw(0).tolist() == np.full((5, 6), 40.0).tolist() and volume.nonfinite == {1: 5}
+    data[:, :, 2] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "w.nii")
+    with pytest.raises(ImageReadError, match="w.nii: slice 2 holds no finite value"):
+        nifti_volume(tmp_path / "w.nii", window=(400.0, 40.0), plane="axial").read(2)
+
+
+def test_float_images_are_read_by_their_values_and_huge_headers_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from rensenet.data.readers import read_image
+
+    values = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    assert np.allclose(read_image(tmp_path / "f.tif"), values)  # not 0/1 after an 8-bit conversion
+    Image.fromarray(values * 1000).save(tmp_path / "hu.tif")
+    with pytest.raises(ImageReadError, match=r"hu.tif: a float image with values in \[0, 1000\]; .* scale it"):
+        read_image(tmp_path / "hu.tif")
+    bad = values.copy()
+    bad[0, 0] = np.nan
+    Image.fromarray(bad).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageReadError, match="nan.tif: a float image with NaN or inf pixels"):
+        read_image(tmp_path / "nan.tif")
+    for side in (100000, 9000):  # beyond Pillow's own bomb limit, and beyond ours (8192 x 8192)
+        with pytest.raises(ImageReadError, match=f"big{side}.png: its header declares .*pixels than the 67,108,864"):
+            read_image(_png_header(tmp_path / f"big{side}.png", side, side))
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return path

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import benchmark, evaluate, misc, scan, train, view
@@ -30,17 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM ends a command as Ctrl-C does, through the interpreter's exit, so that temporary files (an unpacked
+    .nii.gz, the viewer's uploads) are removed; the default action would kill the process where it stands."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from ..base import CheckpointError
     from ..data import DataError, ImageReadError
 
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        COMMANDS[args.command][1](args)
+        return int(COMMANDS[args.command][1](args) or 0)
     except (DataError, ImageReadError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"rensenet {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

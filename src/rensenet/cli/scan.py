@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .args import add_config_arguments, add_weights_arguments, config_from_args, weights_of
@@ -20,10 +21,16 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="a manifest of whole images: scan its --split and score the FROC")
     p.add_argument("--split", default="test")
     p.add_argument("--tolerance", type=float, default=None, help="FROC hit distance outside a lesion box, px (4)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--force", action="store_true",
+                       help="--out holds an earlier scan: replace its outputs (nothing else in the folder)")
+    again.add_argument("--resume", action="store_true",
+                       help="--out holds an earlier scan with the same weights and settings: keep the inputs it "
+                            "finished and scan the rest")
     add_config_arguments(p, ScanSettings, config=False)
 
 
-def run_scan(a: argparse.Namespace) -> None:
+def run_scan(a: argparse.Namespace) -> int:
     from ..data import image_paths, read_manifest, select_split
     from ..scanning.run import ScanSettings, scan
 
@@ -36,14 +43,19 @@ def run_scan(a: argparse.Namespace) -> None:
     if a.data:
         frame = select_split(read_manifest(a.data), a.split)
         inputs = image_paths(frame)
-    result = scan(weights, inputs, out=a.out, settings=settings)
+    if_exists = "overwrite" if a.force else "resume" if a.resume else "error"
+    result = scan(weights, inputs, out=a.out, settings=settings, if_exists=if_exists)
     print(f"scanned {len(result.images) - len(result.errors)} inputs ({result.seconds_per_slice:.3f} s per slice): "
           f"{len(result.candidates)} candidates in {Path(a.out) / 'candidates.csv'}")
     if result.errors:
         print(f"{len(result.errors)} input(s) failed and were skipped; images.csv says why")
+    if len(result.errors) == len(result.images):
+        print(f"rensenet scan: error: every input failed ({len(result.errors)}); nothing was scanned", file=sys.stderr)
+        return 1
     if a.data:
         froc = _evaluate(Path(a.out) / "candidates.csv", a.data, a.split, a.tolerance, a.out)
         _add_to_report(Path(a.out) / "report.md", froc)
+    return 0
 
 
 def _evaluate(candidates, data, split, tolerance, out) -> str:

@@ -25,37 +25,50 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload accepted")
 
 
-def _is_loopback(host: str) -> bool:
+def _addresses(host: str) -> list:
+    """(family, address) pairs ``host`` resolves to; one line when it does not resolve."""
     try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"--host {host}: not an address this machine can listen on ({e})") from None
+    return [(info[0], info[4][0]) for info in infos]
+
+
+def _is_loopback(host: str) -> bool:
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for _, address in _addresses(host))
 
 
 def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    family, address = _addresses(host)[0]
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+            return int(s.getsockname()[1])
+    except OSError as e:
+        raise ValueError(f"--host {host}: cannot listen there ({e}); use 127.0.0.1 (the default)") from None
 
 
 def run(a: argparse.Namespace) -> None:
+    import shutil
+
     import uvicorn
 
     from ..base import load_model
     from ..scanning.run import ScanSettings
     from ..viewer.app import create_app
+    from ..viewer.guards import allowed_hosts
     from ..viewer.jobs import JobRunner
 
     root = Path(a.path) if a.path else None
     if root is not None and not root.is_dir():
         raise ValueError(f"{root}: not a folder; give the folder whose series, volumes or images to open")
+    port = a.port or free_port(a.host)  # a host it cannot listen on stops here, before anything is made
     checkpoint = weights_of(a)
     model, cfg = load_model(checkpoint)
     settings = ScanSettings.for_weights(checkpoint, window=a.window, allow_modality=tuple(a.allow_modality),
                                         progress=False, overlays=3)  # the weights' val-chosen settings
     app = create_app(JobRunner(model, cfg, str(checkpoint), Path(a.out), settings), root=root,
-                     max_upload_mb=a.max_upload_mb)
-    port = a.port or free_port(a.host)
+                     max_upload_mb=a.max_upload_mb, hosts=allowed_hosts(a.host))
     if not _is_loopback(a.host):
         print(f"rensenet view: WARNING: listening on {a.host}, not only on this machine: anyone who can reach it "
               "can see the patient images it opens", file=sys.stderr)
@@ -66,4 +79,7 @@ def run(a: argparse.Namespace) -> None:
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    uvicorn.run(app, host=a.host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=a.host, port=port, log_level="warning")
+    finally:
+        shutil.rmtree(app.state.uploads, ignore_errors=True)  # also when the server could not start

@@ -68,21 +68,52 @@ def file_kind(path: PathLike) -> str:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """A PNG/JPG/TIFF slice as grayscale (H, W) in [0, 1]; 8-bit is divided by 255, 16-bit by 65535."""
+    """A PNG/JPG/TIFF slice as grayscale (H, W) in [0, 1]; 8-bit is divided by 255, 16-bit by 65535, and a float
+    image is taken as it is, if all its values are finite and in [0, 1] (its only range a file does not declare)."""
     try:
         with Image.open(path) as im:
+            _check_pixels(im, path)
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float32) / 65535.0
+            elif im.mode == "F":
+                arr = _float_image(np.asarray(im, dtype=np.float32), path)
             else:
                 arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(_too_large(path, "far more")) from None
     except (OSError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e}); re-export it as PNG") from None
     if arr.ndim != 2 or min(arr.shape) == 0:
         raise ImageReadError(f"{path}: expected a 2D image, got shape {arr.shape}")
     return np.clip(arr, 0.0, 1.0)
+
+
+#: The largest slice read: 8192 x 8192 pixels (a CT slice is 512 x 512; a header may claim anything).
+MAX_PIXELS = 8192 * 8192
+
+
+def _too_large(path: PathLike, size: str) -> str:
+    return (f"{path}: its header declares {size} pixels than the {MAX_PIXELS:,} rensenet reads from one slice; "
+            "crop or downsample it first")
+
+
+def _check_pixels(im: Image.Image, path: PathLike) -> None:
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        raise ImageReadError(_too_large(path, f"{im.size[0]} x {im.size[1]}, more"))
+
+
+def _float_image(arr: np.ndarray, path: PathLike) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise ImageReadError(f"{path}: a float image with NaN or inf pixels; replace them and save it again")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ImageReadError(f"{path}: a float image with values in [{lo:g}, {hi:g}]; rensenet reads float images "
+                             "as intensities in [0, 1]: scale it to [0, 1], or save it as an 8- or 16-bit PNG of "
+                             "the windowed slice")
+    return arr
 
 
 def image_shape(path: PathLike) -> Tuple[int, int]:
@@ -92,6 +123,8 @@ def image_shape(path: PathLike) -> Tuple[int, int]:
             return im.size[::-1]
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(_too_large(path, "far more")) from None
     except (OSError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e}); re-export it as PNG") from None
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .checks import check_size, check_spacing, finite, numbers, orientation
 from .readers import ImageReadError, apply_window, parse_window, read_image
 
 PathLike = Union[str, Path]
@@ -66,6 +67,7 @@ class Volume:
     to_source: Optional[np.ndarray] = None  # NIfTI: nibabel orientation from display (col, row, slice) to source
     read_raw: Optional[Callable[[int], np.ndarray]] = None  # slice k unwindowed, in ``units`` (what a viewer shows)
     units: str = "display"  # HU (CT), raw (other modalities) or display (images, already windowed to [0, 1])
+    nonfinite: Dict[int, int] = field(default_factory=dict)  # slice -> NaN/inf voxels replaced when it was read
 
     @property
     def is_volume(self) -> bool:
@@ -111,14 +113,23 @@ def check_modality(ds, path: PathLike, allow: Sequence[str], window: Window) -> 
     return False
 
 
+def _rescale(ds, path: PathLike) -> Tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept); absent tags mean 1 and 0, as they did."""
+    slope = float(numbers(ds, "RescaleSlope", 1, path)[0]) if ds.get("RescaleSlope") not in (None, "") else 1.0
+    intercept = float(numbers(ds, "RescaleIntercept", 1, path)[0]) if ds.get("RescaleIntercept") not in (None, "") \
+        else 0.0
+    return slope or 1.0, intercept
+
+
 def _hu(ds, path: PathLike) -> np.ndarray:
+    slope, intercept = _rescale(ds, path)
     try:
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as e:  # pydicom raises many types for broken or compressed-without-codec files
         raise ImageReadError(f"{path}: pixel data not readable ({type(e).__name__}: {e})") from None
     if pixels.ndim != 2:
         raise ImageReadError(f"{path}: expected a single 2D slice, got pixel data of shape {pixels.shape}")
-    return pixels * float(getattr(ds, "RescaleSlope", 1.0) or 1.0) + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return pixels * slope + intercept
 
 
 def _own_window(ds) -> Window:
@@ -140,10 +151,10 @@ def _dicom_geometry(headers: Sequence, path: PathLike) -> Optional[Geometry]:
     first = headers[0]
     if not all(hasattr(h, "ImagePositionPatient") for h in headers) or not hasattr(first, "ImageOrientationPatient"):
         return None
-    iop = np.asarray(first.ImageOrientationPatient, dtype=float)
-    row_mm, col_mm = (float(v) for v in getattr(first, "PixelSpacing", (1.0, 1.0)))
+    iop = orientation(first, path)
+    row_mm, col_mm = numbers(first, "PixelSpacing", 2, path, positive=True) if "PixelSpacing" in first else (1.0, 1.0)
     # IOP: the direction of increasing column index (along a row), then of increasing row index
-    origins = np.stack([np.asarray(h.ImagePositionPatient, dtype=float) for h in headers])
+    origins = np.stack([numbers(h, "ImagePositionPatient", 3, path) for h in headers])
     return Geometry("LPS", origins, iop[3:] * row_mm, iop[:3] * col_mm)
 
 
@@ -164,19 +175,25 @@ def dicom_volume(paths: Sequence[PathLike], *, window: Window, allow_modality: S
         sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
         if len(sizes) > 1:
             raise ImageReadError(f"{name}: series {uid} mixes slice sizes {sorted(sizes)}; scan its parts separately")
-        iops = {tuple(np.round(np.asarray(getattr(h, "ImageOrientationPatient", (0,) * 6), float), 4)) for h in headers}
+        iops = {tuple(np.round(orientation(h, p), 4)) if "ImageOrientationPatient" in h else (0.0,) * 6
+                for h, p in zip(headers, paths)}
         if len(iops) > 1:
             raise ImageReadError(f"{name}: series {uid} mixes slice orientations {sorted(iops)}; scan its parts "
                                  "separately")
         if all(hasattr(h, "ImagePositionPatient") for h in headers) and hasattr(first, "ImageOrientationPatient"):
-            iop = np.asarray(first.ImageOrientationPatient, dtype=float)
+            iop = orientation(first, paths[0])
             normal = np.cross(iop[:3], iop[3:])
-            order = np.argsort([float(np.dot(np.asarray(h.ImagePositionPatient, float), normal)) for h in headers],
-                                kind="stable")
+            along = np.asarray([float(numbers(h, "ImagePositionPatient", 3, p) @ normal) for h, p in zip(headers, paths)])
+            order = np.argsort(along, kind="stable")
+            check_spacing(along[order], name, uid)
         else:
             raise ImageReadError(f"{name}: series {uid} has slices without ImagePositionPatient or "
                                  "ImageOrientationPatient, so their order is unknown; export it with geometry")
         headers, paths = [headers[i] for i in order], [paths[i] for i in order]
+    for h, p in zip(headers, paths):  # a damaged tag of any slice is named before any slice is scanned
+        _rescale(h, p)
+        if "PixelSpacing" in h:
+            numbers(h, "PixelSpacing", 2, p, positive=True)
     scale = None
     if not is_ct:
         picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), 16)).round().astype(int))
@@ -238,6 +255,7 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
     if window is None:
         raise ImageReadError(f"{path}: a CT window is needed to read its Hounsfield units and the checkpoint records "
                              "none; pass --window lung|abdomen|bone|brain|W,L")
+    unpacked_bytes = check_size(img, shape, path)
     source = io_orientation(img.affine)
     if plane == "auto":
         zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
@@ -255,7 +273,7 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
     if str(path).lower().endswith(".gz"):
         # gzip cannot seek: unpack once into a temporary file (removed with the volume) that slices are read from,
         # so that the volume is never held whole
-        unpacked = _gunzip_to_temp(path)
+        unpacked = _gunzip_to_temp(path, unpacked_bytes)
         img = nib.load(unpacked, mmap=False)
     proxy = img.dataobj
 
@@ -273,31 +291,40 @@ def nifti_volume(path: PathLike, *, window: Window, plane: str = "auto") -> Volu
         row_axis, row_flip = src_axis[1]
         arr = plane_data if kept.index(col_axis) == 0 else plane_data.T  # -> (col, row)
         arr = arr[::col_flip, ::row_flip]
-        return np.ascontiguousarray(arr.T)  # (row, col), Hounsfield units
+        return finite(np.ascontiguousarray(arr.T), path, k, nonfinite)  # (row, col), Hounsfield units
 
     def read(k: int) -> np.ndarray:
         return apply_window(read_raw(k), window)
+
+    nonfinite: Dict[int, int] = {}
 
     origins = np.stack([(display_affine @ [0, 0, k, 1])[:3] for k in range(n_slices)])
     geometry = Geometry("RAS", origins, display_affine[:3, 1].copy(), display_affine[:3, 0].copy())
     h, w = shape[src_axis[1][0]], shape[src_axis[0][0]]
     back = ornt_transform(axcodes2ornt(PLANES[plane]), source)
     volume = Volume(str(path), "nifti", n_slices, (h, w), read, geometry=geometry, window=window, plane=plane,
-                    affine=img.affine, to_source=back, modality="CT", read_raw=read_raw, units="HU")
+                    affine=img.affine, to_source=back, modality="CT", read_raw=read_raw, units="HU",
+                    nonfinite=nonfinite)
     if unpacked is not None:
         weakref.finalize(volume, _remove, unpacked)
     return volume
 
 
-def _gunzip_to_temp(path: PathLike) -> str:
+def _gunzip_to_temp(path: PathLike, limit: int) -> str:
+    """Unpack into a private temporary file, never more than ``limit`` bytes (what the header declares)."""
     import gzip
-    import shutil
     import tempfile
 
     fd, name = tempfile.mkstemp(prefix="rensenet-", suffix=".nii")
     try:
         with gzip.open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
+            left = limit
+            while left > 0:
+                chunk = src.read(min(left, 1 << 22))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
     except (OSError, EOFError) as e:
         _remove(name)
         raise ImageReadError(f"{path}: the gzip stream is damaged ({type(e).__name__}: {e}); re-export the "

@@ -23,6 +23,36 @@ from ..data.windows import lesion_boxes, lesion_sizes
 DEFAULT_TOLERANCE = 4.0
 
 
+def read_candidates(candidates: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
+    """A scan's candidates.csv (or its table), checked: the columns FROC needs, and numbers where numbers belong;
+    anything else is one line naming the file and the first bad row."""
+    name = "candidates" if isinstance(candidates, pd.DataFrame) else str(candidates)
+    if isinstance(candidates, pd.DataFrame):
+        table = candidates
+    else:
+        try:
+            table = pd.read_csv(candidates, keep_default_na=False, na_values={"score": [""]})
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{name}: an empty file (not even a header); give the candidates.csv that `rensenet "
+                            "scan` wrote") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DataError(f"{name}: not a CSV table ({e}); give the candidates.csv that `rensenet scan` wrote") \
+                from None
+    missing = [c for c in ("path", "x", "y", "score") if c not in table.columns]
+    if missing:
+        raise DataError(f"{name}: no column(s) {missing}; give the candidates.csv that `rensenet scan` wrote")
+    table = table.copy()
+    for column in ("x", "y", "score"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(float)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{name}: row {i + 1} (line {i + 2}): {column} is {str(table[column].iloc[i])!r}, not a "
+                            f"number ({len(bad)} such row(s)); fix or remove those rows")
+        table[column] = values
+    return table
+
+
 def candidate_rows(frame: pd.DataFrame, candidates: pd.DataFrame) -> np.ndarray:
     """For each candidate, the manifest row of its image (-1: not in this split), matched by resolved path, then
     by the path as the manifest writes it, then by file name where that is unique."""
@@ -56,12 +86,7 @@ def evaluate_scans(candidates: Union[str, Path, pd.DataFrame], data: Union[str, 
                    tolerance: float = DEFAULT_TOLERANCE, out: Optional[Union[str, Path]] = None, n_boot: int = 1000,
                    seed: int = 0) -> Dict[str, Any]:
     """FROC of ``candidates`` (a scan's candidates.csv, or its table) on ``split`` of ``data``."""
-    table = pd.read_csv(candidates, keep_default_na=False, na_values={"score": [""]}) \
-        if not isinstance(candidates, pd.DataFrame) else candidates
-    missing = [c for c in ("path", "x", "y", "score") if c not in table.columns]
-    if missing:
-        raise DataError(f"{candidates if not isinstance(candidates, pd.DataFrame) else 'candidates'}: no column(s) "
-                        f"{missing}; give the candidates.csv that `rensenet scan` wrote")
+    table = read_candidates(candidates)
     frame = select_split(read_manifest(data), split)
     rows = candidate_rows(frame, table) if len(table) else np.zeros(0, int)
     outside = int((rows < 0).sum())

@@ -27,15 +27,28 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _outside(path: Path, within: Optional[Path]) -> Optional[InputError]:
+    """An error for a file whose real path (links resolved) leaves ``within``."""
+    if within is None:
+        return None
+    real = path.resolve()
+    if real == within or within in real.parents:
+        return None
+    return InputError(str(path), f"{path}: a link to a file outside the folder being served; not read")
+
+
 def _folder(folder: Path, **kw) -> List[Union[Volume, InputError]]:
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+    found = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+    checked = [(f, _outside(f, kw["within"])) for f in found]
+    refused = [e for _, e in checked if e is not None]
+    files = [f for f, e in checked if e is None]
     dicoms = [f for f in files if f.name.lower().endswith(DICOM_SUFFIXES) or
               (not f.name.lower().endswith(IMAGE_SUFFIXES + NIFTI_SUFFIXES) and _is_dicom(f))]
     others = [f for f in files if f.name.lower().endswith(IMAGE_SUFFIXES + NIFTI_SUFFIXES)]
-    if not dicoms and not others:
+    if not dicoms and not others and not refused:
         raise ImageReadError(f"{folder}: no DICOM series, images or NIfTI volumes in this folder; point at a "
                              "folder of one or more series (.dcm files), or at image/NIfTI files")
-    out: List[Union[Volume, InputError]] = []
+    out: List[Union[Volume, InputError]] = list(refused)
     try:
         groups = group_series(dicoms) if dicoms else []
     except ImageReadError as e:
@@ -56,6 +69,8 @@ def _open(make, name: str) -> Union[Volume, InputError]:
         return make()
     except ImageReadError as e:
         return InputError(name, str(e))
+    except Exception as e:  # noqa: BLE001 - a library's error on a damaged file stops only this input
+        return InputError(name, f"{name}: could not be opened ({type(e).__name__}: {e})")
 
 
 def _file(path: Path, **kw) -> List[Union[Volume, InputError]]:
@@ -71,16 +86,20 @@ def _file(path: Path, **kw) -> List[Union[Volume, InputError]]:
 
 
 def open_inputs(paths: Sequence[Union[str, Path]], *, window=None, allow_modality: Sequence[str] = (),
-                plane: str = "auto") -> List[Union[Volume, InputError]]:
+                plane: str = "auto", within: Optional[Path] = None) -> List[Union[Volume, InputError]]:
     """Every input under ``paths``, in order: a file as it is, a folder as its DICOM series (one volume per
     SeriesInstanceUID), images and NIfTI volumes. An input that cannot be opened becomes an :class:`InputError`
-    (the others are still scanned); a path that does not exist, or a folder with nothing to scan, is an error."""
+    (the others are still scanned); a path that does not exist, or a folder with nothing to scan, is an error.
+    With ``within`` (a folder a server serves), a file whose real path leaves it is refused, never read."""
     own_window = window == "dicom"
+    within = Path(within).resolve() if within is not None else None
     kw = dict(window=None if own_window else parse_window(window), allow_modality=tuple(allow_modality),
-              plane=plane, own_window=own_window)
+              plane=plane, own_window=own_window, within=within)
     found: List[Union[Volume, InputError]] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_file() and _outside(p, within) is not None:
+            found.append(_outside(p, within))
+        elif p.is_dir():
             found += _folder(p, **kw)
         elif p.is_file():
             found += _file(p, **kw)

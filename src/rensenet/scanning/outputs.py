@@ -3,7 +3,9 @@ NIfTI with the source's affine for volumes), overlay PNGs and report.md. The tab
 after every input, so an interrupted or partly failed scan keeps what it finished."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -13,11 +15,17 @@ import pandas as pd
 
 from ..base import TrainConfig
 from ..base.cam import DEFAULT_METHOD
-from ..base.io import atomic_write, write_csv, write_text
+from ..base.io import atomic_write, write_csv, write_json, write_text
 from ..data.volumes import Volume, display_to_source
 from ..explanation.figures import scan_overlay
 from .inputs import InputError
 
+#: Everything a scan writes into its folder: what ``--force`` removes, and no other file.
+SCAN_OUTPUTS = ("candidates.csv", "images.csv", "report.md", "scan.json", "froc.json", "froc.png", "overlays.zip",
+                "maps", "overlays")
+#: Settings that change what a scan finds: a resumed scan must have been started with the same.
+_RESULT_SETTINGS = ("stride", "refine", "radius", "cam_peaks", "cam_method", "cam_layers", "exact", "max_candidates",
+                    "min_score", "window", "spacing", "plane", "allow_modality")
 CANDIDATE_COLUMNS = ["path", "series_uid", "slice", "x", "y", "score", "x_mm", "y_mm", "z_mm", "space", "size_px",
                      "diameter_mm", "rank"]
 IMAGE_COLUMNS = ["path", "series_uid", "kind", "n_slices", "max_candidate_score", "map_max", "n_candidates",
@@ -31,6 +39,28 @@ def _stem(name: str, used: set) -> str:
         stem, i = f"{base}-{i}", i + 1
     used.add(stem)
     return stem
+
+
+def prepare_out(out: Optional[Path], if_exists: str) -> None:
+    """Check ``out`` before anything is scanned: a file is refused; a folder holding anything is refused unless
+    ``if_exists`` is ``overwrite`` (the earlier scan's outputs are removed, nothing else) or ``resume``."""
+    if if_exists not in ("error", "overwrite", "resume"):
+        raise ValueError(f"if_exists must be error, overwrite or resume, got {if_exists!r}")
+    if out is None or not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out}: a file, not a folder; give --out a folder (new or empty) for the scan's outputs")
+    if not any(out.iterdir()) or if_exists == "resume":
+        return
+    if if_exists == "error":
+        raise FileExistsError(f"{out} is not empty (an earlier scan?); pass --force to replace the earlier scan's "
+                              "outputs, or --resume to keep the inputs it finished and scan the rest")
+    for name in SCAN_OUTPUTS:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
 
 
 def write_map(path: Path, volume: Volume, maps: np.ndarray) -> Path:
@@ -72,7 +102,54 @@ class ScanWriter:
         self.errors: List[InputError] = []
         self.overlays: List[Tuple[str, str]] = []
         self.stems: set = set()
+        self.finished: set = set()  # (path, series_uid) of inputs a resumed scan keeps
         self.seconds, self.slices = 0.0, 0
+
+    def start(self, if_exists: str) -> None:
+        """Record what this scan is (scan.json); with ``resume``, take over the inputs an earlier scan into the
+        same folder finished, which must have used the same weights and settings."""
+        if self.out is None:
+            return
+        me = {"checkpoint": self.checkpoint, "settings": _result_settings(self.settings)}
+        record = self.out / "scan.json"
+        if if_exists == "resume" and record.exists():
+            try:
+                before = json.loads(record.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{record}: not readable ({e}); pass --force to scan again from the start") from None
+            if before != json.loads(json.dumps(me)):
+                raise ValueError(f"{self.out} holds a scan with other weights or settings ({record}); --resume "
+                                 "continues only the same scan: pass --force to replace it, or another --out")
+            self._take_over()
+        elif if_exists == "resume" and (self.out / "images.csv").exists():
+            raise ValueError(f"{self.out}: an earlier scan without scan.json, so what it used is unknown; pass "
+                             "--force to replace it, or another --out")
+        write_json(self.out / "scan.json", me)
+
+    def _take_over(self) -> None:
+        images_csv, cands_csv = self.out / "images.csv", self.out / "candidates.csv"
+        if not images_csv.exists():
+            return
+        text = {"path": str, "series_uid": str, "space": str, "map": str, "status": str, "kind": str}
+        images = pd.read_csv(images_csv, dtype=text, keep_default_na=False)
+        images = images[images.status == "ok"]
+        cands = pd.read_csv(cands_csv, dtype=text) if cands_csv.exists() and cands_csv.stat().st_size else None
+        keep = set(zip(images.path, images.series_uid))
+        if cands is not None and len(cands):
+            cands["series_uid"] = cands["series_uid"].fillna("")
+            mine = [k in keep for k in zip(cands.path, cands.series_uid)]
+            self.rows = [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+                         for r in cands[mine].to_dict("records")]
+        self.images = images.to_dict("records")
+        self.finished = keep
+        self.seconds = float(pd.to_numeric(images.seconds).sum())
+        self.slices = int(pd.to_numeric(images.n_slices).sum())
+        self.stems |= {re.sub(r"(\.nii\.gz|\.npy)$", "", Path(m).name) for m in images["map"] if m}
+        self.overlays = [(p.stem, f"overlays/{p.name}") for p in sorted((self.out / "overlays").glob("*.png"))]
+
+    def done(self, volume: Volume) -> bool:
+        """Whether a resumed scan already finished ``volume``."""
+        return (volume.name, volume.series_uid) in self.finished
 
     def _tables(self) -> Tuple[pd.DataFrame, pd.DataFrame]:
         cands = pd.DataFrame(self.rows, columns=CANDIDATE_COLUMNS if not self.rows else None)
@@ -168,3 +245,8 @@ class ScanWriter:
             lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
         lines += [""] + [f"![{title}]({rel})" for title, rel in self.overlays[:24]]
         return "\n".join(lines) + "\n"
+
+
+def _result_settings(settings: Any) -> Dict[str, Any]:
+    values = {k: getattr(settings, k) for k in _RESULT_SETTINGS}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -26,7 +26,7 @@ from ..data.readers import ImageReadError
 from ..data.volumes import Volume
 from ..models.inference import optimize_for_inference
 from .inputs import InputError, iter_slices, open_inputs
-from .outputs import ScanWriter
+from .outputs import ScanWriter, prepare_out
 
 def _opt(help: str, **kw: Any) -> Dict[str, Any]:
     return {"help": help, **kw}
@@ -150,17 +150,27 @@ def _scan_volume(volume: Volume, scorer: WindowScorer, cfg: TrainConfig, setting
             maps[item.index] = np.round(np.clip(pixel, 0, 1) * 255).astype(np.uint8)
         tick()
     seconds = time.perf_counter() - start
+    if volume.nonfinite:
+        first = min(volume.nonfinite)
+        notes.append(f"{volume.name}: {sum(volume.nonfinite.values())} NaN/inf voxels in {len(volume.nonfinite)} "
+                     f"slice(s) (first: slice {first}) were set to their slice's lowest (NaN, -inf) or highest "
+                     "(+inf) finite value before scanning")
     return rows, (maps if maps is not None else pixel), seconds
 
 
 def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]], *, out: Union[str, Path, None] = None,
          settings: Optional[ScanSettings] = None, model: Optional[torch.nn.Module] = None,
          cfg: Optional[TrainConfig] = None, on_progress: Optional[Callable[[int, int], None]] = None,
-         on_volume: Optional[Callable[[Volume, List[Dict[str, Any]], np.ndarray], None]] = None) -> ScanResult:
+         on_volume: Optional[Callable[[Volume, List[Dict[str, Any]], np.ndarray], None]] = None,
+         if_exists: str = "error", within: Optional[Path] = None) -> ScanResult:
     """Scan image files, DICOM files, DICOM series folders and NIfTI volumes with a checkpoint (or a ``model`` and
     its ``cfg``); with ``out``, write candidates.csv, images.csv, maps/, overlays/ and report.md there.
     ``on_progress(slices done, slices in all)`` follows the scan; ``on_volume(volume, candidate rows, map)`` gets
-    each input as it finishes, its map in the slices' own orientation (what a viewer shows)."""
+    each input as it finishes, its map in the slices' own orientation (what a viewer shows). A non-empty ``out``
+    is refused unless ``if_exists`` is ``overwrite`` or ``resume`` (skip the inputs an earlier scan there
+    finished); ``within``: files whose real path leaves that folder are refused (a link out of it)."""
+    out = Path(out) if out is not None else None
+    prepare_out(out, if_exists)  # before any model or input is loaded
     if settings is None:
         settings = ScanSettings.for_weights(checkpoint) if checkpoint is not None else ScanSettings()
     device = resolve_device(settings.device)
@@ -172,8 +182,9 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
     scorer = WindowScorer(fast, cfg, stride=settings.stride, device=device, exact=settings.exact)
     settings.radius = settings.radius or nms_radius(cfg.native_size or cfg.img_size)  # original pixels
     volumes = open_inputs(inputs, window=settings.window or cfg.window, allow_modality=settings.allow_modality,
-                          plane=settings.plane)
-    writer = ScanWriter(Path(out) if out is not None else None, cfg, settings, str(checkpoint or cfg.model))
+                          plane=settings.plane, within=within)
+    writer = ScanWriter(out, cfg, settings, str(checkpoint or cfg.model))
+    writer.start(if_exists)
     notes: List[str] = []
     total = sum(v.n_slices for v in volumes if isinstance(v, Volume))
     with tqdm(total=total, desc="scan", unit="slice", disable=None if settings.progress else True) as bar:
@@ -187,14 +198,27 @@ def scan(checkpoint: Union[str, Path, None], inputs: Sequence[Union[str, Path]],
             if isinstance(volume, InputError):
                 writer.failed(volume.name, volume.message)
                 continue
+            if writer.done(volume):  # --resume: finished by the earlier scan into this folder
+                bar.update(volume.n_slices)
+                continue
             try:
                 rows, maps, seconds = _scan_volume(volume, scorer, cfg, settings, tick, notes)
-            except ImageReadError as e:  # one unreadable slice stops its input; the others go on
-                writer.failed(volume.name, str(e), series_uid=volume.series_uid)
+                writer.add(volume, rows, maps, seconds)
+            except Exception as e:  # noqa: BLE001 - one bad input (a slice, a header, a map) stops only itself
+                writer.failed(volume.name, failure(volume.name, e), series_uid=volume.series_uid)
                 continue
-            writer.add(volume, rows, maps, seconds)
             if on_volume is not None:
                 on_volume(volume, rows, maps)
     candidates, images, errors, seconds_per_slice = writer.finish(notes)
-    return ScanResult(candidates, images, errors, seconds_per_slice, settings, str(checkpoint or cfg.model),
-                      Path(out) if out is not None else None, notes)
+    return ScanResult(candidates, images, errors, seconds_per_slice, settings, str(checkpoint or cfg.model), out,
+                      notes)
+
+
+def failure(name: str, error: Exception) -> str:
+    """One line for an input that failed: our readers' messages name the file already; anything else (a library's
+    error on a damaged file, memory) is named here."""
+    if isinstance(error, ImageReadError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return f"{name}: not enough memory to scan it ({error or 'MemoryError'}); is it far larger than a CT series?"
+    return f"{name}: could not be scanned ({type(error).__name__}: {error})"

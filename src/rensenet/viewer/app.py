@@ -1,18 +1,19 @@
 """``rensenet view``: a local web app to scan and read CT with the model's findings (FastAPI, one static page).
 
-It shows patient images, so: only files under the folder it was started on, or uploaded in this session, can be
-read (a path outside it is refused with 403, an absolute one with 400); uploads have a size limit and live in a
-temporary folder removed when the app stops; scans write only into the output folder. Everything the page needs
-is served by the app itself: no CDN, no web fonts, no telemetry.
+It shows patient images, so: it answers only to the host names it was started on; state-changing calls need the
+page's session token and a same-origin request; only files under the folder it was started on (links resolved),
+or uploaded in this session, can be read (a path outside it is refused with 403, an absolute one with 400);
+uploads have a size limit counted as they stream and live in a temporary folder removed when the app stops; each
+client may have a few scans queued; scans write only into the output folder. Everything the page needs is served
+by the app itself: no CDN, no web fonts, no telemetry (docs/view.md, Security).
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -20,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..data.readers import WINDOWS
+from .guards import LOOPBACK_HOSTS, HostGuard, check_same_origin, new_token, require_json, save_upload
 from .jobs import JobRunner
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -38,9 +40,16 @@ def inside(root: Path, relative: str) -> Path:
     return target
 
 
-def create_app(runner: JobRunner, *, root: Optional[Path], max_upload_mb: float = 512.0) -> FastAPI:
+#: Scans one client may have queued or running at once.
+MAX_JOBS_PER_CLIENT = 4
+
+
+def create_app(runner: JobRunner, *, root: Optional[Path], max_upload_mb: float = 512.0,
+               hosts: Iterable[str] = LOOPBACK_HOSTS, max_jobs_per_client: int = MAX_JOBS_PER_CLIENT) -> FastAPI:
+    """The app over ``runner``'s model; it answers to ``hosts`` only (``rensenet view`` adds ``--host``)."""
     uploads = Path(tempfile.mkdtemp(prefix="rensenet-view-uploads-"))
     root = root.resolve() if root is not None else None
+    token = new_token()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -49,6 +58,7 @@ def create_app(runner: JobRunner, *, root: Optional[Path], max_upload_mb: float 
 
     app = FastAPI(title="rensenet view", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.uploads = uploads
+    app.add_middleware(HostGuard, allowed=hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/")
@@ -64,7 +74,7 @@ def create_app(runner: JobRunner, *, root: Optional[Path], max_upload_mb: float 
         cfg = runner.cfg
         return {"model": cfg.model, "checkpoint": Path(runner.checkpoint).name, "classes": cfg.class_names,
                 "window": cfg.window, "presets": {k: list(v) for k, v in WINDOWS.items()},
-                "folder": root.name if root else None, "max_upload_mb": max_upload_mb}
+                "folder": root.name if root else None, "max_upload_mb": max_upload_mb, "token": token}
 
     @app.get("/api/browse")
     def browse(path: str = "") -> Dict[str, Any]:
@@ -79,46 +89,32 @@ def create_app(runner: JobRunner, *, root: Optional[Path], max_upload_mb: float 
 
     @app.post("/api/upload")
     async def upload(request: Request) -> Dict[str, Any]:
-        limit = int(max_upload_mb * 1e6)
-        if int(request.headers.get("content-length") or 0) > limit:
-            raise HTTPException(413, f"the upload is larger than the limit of {max_upload_mb:g} MB")
-        form = await request.form(max_files=10000)
-        target = uploads / uuid.uuid4().hex[:12]
-        target.mkdir()
-        size, count = 0, 0
-        for item in form.getlist("files"):
-            name = PurePosixPath(str(getattr(item, "filename", "") or "file").replace("\\", "/"))
-            parts = [p for p in name.parts if p not in ("", ".", "..", "/")]
-            if not parts:
-                continue
-            dest = target.joinpath(*parts)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            data = await item.read()
-            size += len(data)
-            if size > limit:
-                shutil.rmtree(target, ignore_errors=True)
-                raise HTTPException(413, f"the upload is larger than the limit of {max_upload_mb:g} MB")
-            dest.write_bytes(data)
-            count += 1
-        if not count:
-            shutil.rmtree(target, ignore_errors=True)
-            raise HTTPException(400, "the upload holds no files")
-        return {"upload": target.name, "files": count}
+        check_same_origin(request, token)
+        return await save_upload(request, uploads, max_upload_mb)
 
     @app.post("/api/scans")
     async def start_scan(request: Request) -> Dict[str, Any]:
-        body = await request.json()
+        check_same_origin(request, token)
+        require_json(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "give a JSON object with 'path' or 'upload'")
+        client = request.client.host if request.client else ""
+        if runner.active(client) >= max_jobs_per_client:
+            raise HTTPException(429, f"{max_jobs_per_client} scans of yours are queued or running already (the "
+                                     "limit per client); wait for one to finish")
         if "upload" in body:
             folder = uploads / str(body["upload"])
             if "/" in str(body["upload"]) or ".." in str(body["upload"]) or not folder.is_dir():
                 raise HTTPException(404, "no such upload in this session")
-            return runner.start(str(body.get("name") or "upload"), [folder], hide=folder).summary()
+            return runner.start(str(body.get("name") or "upload"), [folder], hide=folder, client=client).summary()
         elif "path" in body and root is not None:
             path = inside(root, str(body["path"]))
-            name, inputs = path.name, [path]
-        else:
-            raise HTTPException(400, "give 'path' (inside the folder) or 'upload' (an upload of this session)")
-        return runner.start(name, inputs).summary()
+            return runner.start(path.name, [path], within=root, client=client).summary()
+        raise HTTPException(400, "give 'path' (inside the folder) or 'upload' (an upload of this session)")
 
     def job(job_id: str):
         if job_id not in runner.jobs:

@@ -35,6 +35,8 @@ class Job:
     maps: List[np.ndarray] = field(default_factory=list)
     candidates: List[Dict[str, Any]] = field(default_factory=list)
     hide: str = ""  # a path prefix not to show (an upload's temporary folder)
+    within: Optional[Path] = None  # the served folder: a link leaving it is not read
+    client: str = ""  # who asked for it (the per-client queue limit)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def plain(self, text: str) -> str:
@@ -63,13 +65,20 @@ class JobRunner:
         self.jobs: Dict[str, Job] = {}
         self.lock = threading.Lock()  # one scan at a time on the CPU; the page stays responsive
 
-    def start(self, name: str, inputs: List[Path], *, hide: Optional[Path] = None) -> Job:
-        """Scan ``inputs`` in the background; ``hide`` (an upload's temporary folder) is left out of messages."""
+    def start(self, name: str, inputs: List[Path], *, hide: Optional[Path] = None, within: Optional[Path] = None,
+              client: str = "") -> Job:
+        """Scan ``inputs`` in the background; ``hide`` (an upload's temporary folder) is left out of messages, and
+        files whose real path leaves ``within`` are not read."""
         job_id = uuid.uuid4().hex[:12]
-        job = Job(job_id, name, inputs, self.out / job_id, hide=str(hide) + "/" if hide else "")
+        job = Job(job_id, name, inputs, self.out / job_id, hide=str(hide) + "/" if hide else "", within=within,
+                  client=client)
         self.jobs[job_id] = job
         threading.Thread(target=self._run, args=(job,), daemon=True, name=f"scan-{job_id}").start()
         return job
+
+    def active(self, client: str) -> int:
+        """Scans of ``client`` queued or running."""
+        return sum(j.client == client and j.status in ("queued", "running") for j in list(self.jobs.values()))
 
     def _run(self, job: Job) -> None:
         def progress(done: int, total: int) -> None:
@@ -89,7 +98,7 @@ class JobRunner:
                 job.status = "running"
             try:
                 result = scan(self.checkpoint, job.inputs, out=job.out, settings=self.settings, model=self.model,
-                              cfg=self.cfg, on_progress=progress, on_volume=finished)
+                              cfg=self.cfg, on_progress=progress, on_volume=finished, within=job.within)
             except (ImageReadError, ValueError, OSError) as e:  # nothing to scan: the whole job fails, said plainly
                 with job.lock:
                     job.status, job.message = "failed", job.plain(str(e))

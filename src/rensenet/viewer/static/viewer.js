@@ -11,6 +11,10 @@ const S = {
 };
 
 async function api(path, options) {
+  options = options || {};
+  if (options.method && options.method !== "GET") {  // state-changing calls carry the session token (docs/view.md)
+    options.headers = Object.assign({}, options.headers, { "X-Rensenet-Token": S.info.token });
+  }
   const r = await fetch(path, options);
   if (!r.ok) {
     let text = r.status + " " + r.statusText;
