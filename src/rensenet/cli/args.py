@@ -9,14 +9,19 @@ from pathlib import Path
 from typing import Any, Dict, Type
 
 
+WEIGHTS_OWN = "the weights' own, else "
+
+
 def _unwrap_optional(tp: Any) -> Any:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: bool = True) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: bool = True,
+                         from_weights: bool = False) -> None:
     """One ``--flag`` per field of ``cls`` that has ``help`` metadata and is not ``derived``; with ``config``,
-    ``--config FILE`` reads the same settings from JSON. Flags given on the command line win over the file."""
+    ``--config FILE`` reads the same settings from JSON. Flags given on the command line win over the file.
+    ``from_weights``: the weights may carry their own defaults (scan settings chosen on val), and help says so."""
     hints = typing.get_type_hints(cls)
     if config:
         parser.add_argument("--config", type=Path, default=None, metavar="FILE",
@@ -30,7 +35,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: 
         tp = _unwrap_optional(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         kw: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS)
-        shown = "" if default in (None, dataclasses.MISSING) or meta.get("required") else f" (default: {default})"
+        shown = "" if default in (None, dataclasses.MISSING) or meta.get("required") else \
+            f" (default: {WEIGHTS_OWN if from_weights else ''}{default})"
         if tp is bool and default is True:
             flag, kw["action"] = "--no-" + f.name.replace("_", "-"), "store_false"
             shown = ""
@@ -48,7 +54,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Type, *, config: 
                 kw["nargs"] = meta["nargs"]
             if "choices" in meta:
                 kw["choices"] = meta["choices"]
-        kw["help"] = meta["help"] + shown + (" (required)" if meta.get("required") else "")
+        kw["help"] = (f"no {meta['help']}" if kw.get("action") == "store_false" else meta["help"]) + shown + \
+            (" (required)" if meta.get("required") else "")  # --no-progress: "no progress bar over slices"
         parser.add_argument(flag, **kw)
 
 

@@ -25,7 +25,13 @@ COMMANDS: Dict[str, Tuple[Callable, Callable]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="rensenet", description=__doc__)
+    try:
+        parser.add_argument("--version", action="version", version=f"rensenet {version('rensenet')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        parser.add_argument("--version", action="version", version="rensenet (not installed)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)

@@ -19,7 +19,7 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, DICOM files, series folders, NIfTI")
     p.add_argument("--out", required=True, help="folder for candidates.csv, images.csv, maps/, overlays/, report.md")
     p.add_argument("--data", default=None, help="a manifest of whole images: scan its --split and score the FROC")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="with --data: the split to scan and score (default: test)")
     p.add_argument("--tolerance", type=float, default=None, help="FROC hit distance outside a lesion box, px (4)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--force", action="store_true",
@@ -27,7 +27,7 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
     again.add_argument("--resume", action="store_true",
                        help="--out holds an earlier scan with the same weights and settings: keep the inputs it "
                             "finished and scan the rest")
-    add_config_arguments(p, ScanSettings, config=False)
+    add_config_arguments(p, ScanSettings, config=False, from_weights=True)
 
 
 def run_scan(a: argparse.Namespace) -> int:

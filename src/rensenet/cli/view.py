@@ -11,7 +11,11 @@ from .args import add_weights_arguments, weights_of
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("view", help="a local web app: open a series, volume or images, scan, and read the findings")
+    p = sub.add_parser("view", help="a local web app: open a series, volume or images, scan, and read the findings",
+                       description="Start a local web app (http://127.0.0.1:PORT/) that opens DICOM series, NIfTI "
+                                   "volumes and images from PATH or uploads, scans them in the background and shows "
+                                   "the slices with the lesion-probability map and numbered candidates. A "
+                                   "single-user tool: no accounts, no TLS (docs/view.md, Security).")
     add_weights_arguments(p)
     p.add_argument("path", nargs="?", default=None, metavar="PATH",
                    help="folder whose files the page may open (without it, files are uploaded)")

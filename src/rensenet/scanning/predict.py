@@ -39,7 +39,7 @@ def predict_files(model: nn.Module, cfg: TrainConfig, paths: Sequence, *, window
         warnings.warn(f"{len(too_large)} input(s) (e.g. {too_large[0]}) are much larger than the "
                       f"{cfg.native_size or cfg.img_size}-px windows the model was trained on and were shrunk to "
                       f"{cfg.img_size} px, which erases small lesions; `rensenet scan` scans them at full size",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=3)  # past torch.no_grad's wrapper, to the caller
     fast = optimize_for_inference(copy.deepcopy(model))  # BN folded, channels-last: same results, faster
     probs = torch.softmax(predict_logits(fast, batches_of(torch.stack(images), batch_size), device), 1).numpy()
     table = pd.DataFrame(rows)
