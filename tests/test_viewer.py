@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pydicom
 import pytest
 from playwright.sync_api import sync_playwright
 
